@@ -1,0 +1,64 @@
+"""The compiler's public entry points: load + compose + validate + check, and lower to a Plan."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from specml.compiler.check import check_spec, scan_secrets
+from specml.compiler.compose import Composed, compose, load_overlays
+from specml.compiler.errors import Diagnostic, SpecValidationError
+from specml.compiler.ir import Plan
+from specml.compiler.load import SourceDoc, load_file, load_text
+from specml.compiler.lower import lower
+from specml.compiler.spec import MLSystem
+from specml.compiler.validate import validate_document
+
+
+@dataclass
+class ValidatedSpec:
+    """A spec that passed every check, with its warnings and where each value came from."""
+
+    spec: MLSystem
+    composed: Composed
+    path: Path | None
+    warnings: list[Diagnostic] = field(default_factory=list)
+
+
+def validate_doc(
+    doc: SourceDoc, overlays: Sequence[SourceDoc] = (), overrides: Sequence[str] = (),
+    path: Path | None = None,
+) -> ValidatedSpec:
+    """Compose, validate and check an already-loaded document; raise SpecValidationError."""
+    composed = compose(doc, overlays, overrides)
+    secrets = scan_secrets(composed)
+    spec, problems = validate_document(composed)
+    problems = [*secrets, *problems]
+    if spec is not None:
+        problems += check_spec(spec, composed)
+    errors = [d for d in problems if d.severity == "error"]
+    if errors or spec is None:
+        raise SpecValidationError(problems)
+    return ValidatedSpec(spec=spec, composed=composed, path=path, warnings=problems)
+
+
+def validate_file(
+    path: str | Path, overlays: Sequence[str] = (), overrides: Sequence[str] = ()
+) -> ValidatedSpec:
+    """Load a spec file (plus overlays and overrides) and validate it completely."""
+    p = Path(path)
+    doc = load_file(p)
+    return validate_doc(doc, load_overlays(p, overlays), overrides, path=p)
+
+
+def validate_text(text: str, file: str = "<spec>", overrides: Sequence[str] = ()) -> ValidatedSpec:
+    """Validate spec text (for editors, tests and fuzzing)."""
+    return validate_doc(load_text(text, file), (), overrides)
+
+
+def plan_file(
+    path: str | Path, overlays: Sequence[str] = (), overrides: Sequence[str] = ()
+) -> Plan:
+    """Validate a spec file and lower it to the Plan."""
+    return lower(validate_file(path, overlays, overrides).spec)

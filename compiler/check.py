@@ -1,0 +1,325 @@
+"""Cross-reference and semantic checks on a validated spec; every problem is collected."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from specml.compiler.compose import Composed
+from specml.compiler.errors import Diagnostic, Severity, YamlPath, did_you_mean
+from specml.compiler.metrics import metrics_for
+from specml.compiler.spec import MLSystem
+from specml.compiler.spec.monitoring import (
+    METRIC_DROP_RE,
+    AlertTrigger,
+    DriftAlert,
+    ErrorRateAlert,
+    LatencyAlert,
+    MetricDropAlert,
+    MetricDropTrigger,
+)
+from specml.compiler.spec.serving import AlertCondition
+
+# Families of SageMaker instances that carry NVIDIA GPUs.
+SAGEMAKER_GPU_FAMILIES = ("g4dn", "g5", "g6", "g6e", "gr6", "p3", "p3dn", "p4d", "p4de", "p5", "p5e", "p5en")
+
+_SECRET_PATTERNS = [
+    (re.compile(r"AKIA[0-9A-Z]{16}"), "an AWS access key id"),
+    (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"), "a private key"),
+    (re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,}"), "a GitHub token"),
+    (re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}"), "a Slack token"),
+    (re.compile(r"\bsk-[A-Za-z0-9]{20,}"), "an API secret key"),
+    (re.compile(r"\beyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}"), "a JWT"),
+    (re.compile(r"://[^/\s:@]+:[^/\s@]+@"), "a URL with an embedded password"),
+    (re.compile(r"hooks\.slack\.com/services/\S+"), "a Slack webhook URL"),
+]
+_SECRET_KEY_RE = re.compile(r"(password|passwd|secret|token|api_?key|access_?key|credential)", re.I)
+
+
+class _Checker:
+    def __init__(self, spec: MLSystem, composed: Composed) -> None:
+        self.spec = spec
+        self.composed = composed
+        self.diagnostics: list[Diagnostic] = []
+
+    def report(
+        self,
+        path: YamlPath,
+        message: str,
+        hint: str | None = None,
+        severity: Severity = "error",
+        code: str = "reference",
+    ) -> None:
+        file, pos = self.composed.locate(path)
+        line, col = pos if pos else (None, None)
+        self.diagnostics.append(
+            Diagnostic(
+                message, path=path, file=file, line=line, col=col, hint=hint,
+                severity=severity, stage="check", code=code,
+            )
+        )
+
+    def ref(self, path: YamlPath, kind: str, name: str, known: list[str], where: str) -> bool:
+        if name in known:
+            return True
+        guess = did_you_mean(name, known)
+        hint = f"did you mean '{guess}'?" if guess else (
+            f"defined {kind}s: {', '.join(sorted(known))}" if known else f"define it under {where}"
+        )
+        self.report(path, f"unknown {kind} '{name}' (not defined under {where})", hint)
+        return False
+
+    # ---- features -------------------------------------------------------------------------
+    def features(self) -> None:
+        sources = list(self.spec.data.sources)
+        entities = list(self.spec.features.entities)
+        for name, view in self.spec.features.views.items():
+            base = ("features", "views", name)
+            self.ref((*base, "entity"), "entity", view.entity, entities, "features.entities")
+            self.ref((*base, "source"), "data source", view.source, sources, "data.sources")
+        label = self.spec.features.label
+        self.ref(("features", "label", "source"), "data source", label.source, sources, "data.sources")
+        owners = self.field_owners()
+        if label.field in owners:
+            self.report(
+                ("features", "label", "field"),
+                f"the label '{label.field}' is also a feature of view '{owners[label.field]}': "
+                "the model would see the answer",
+                hint="remove it from the view's fields",
+                code="leakage",
+            )
+        used_entities = {v.entity for v in self.spec.features.views.values()}
+        for name in entities:
+            if name not in used_entities:
+                self.report(
+                    ("features", "entities", name), f"entity '{name}' is not used by any view",
+                    severity="warning", code="unused",
+                )
+        used_sources = {v.source for v in self.spec.features.views.values()} | {label.source}
+        for name in sources:
+            if name not in used_sources:
+                self.report(
+                    ("data", "sources", name), f"data source '{name}' is not used",
+                    severity="warning", code="unused",
+                )
+
+    def field_owners(self) -> dict[str, str]:
+        return {f: vn for vn, v in self.spec.features.views.items() for f in v.fields}
+
+    def feature_ref(self, path: YamlPath, ref: str) -> None:
+        views = self.spec.features.views
+        view_name, _, field_name = ref.partition(":")
+        if not self.ref(path, "feature view", view_name, list(views), "features.views"):
+            return
+        if field_name and field_name not in views[view_name].fields:
+            guess = did_you_mean(field_name, list(views[view_name].fields))
+            self.report(
+                path,
+                f"view '{view_name}' has no feature '{field_name}'",
+                hint=f"did you mean '{view_name}:{guess}'?" if guess
+                else f"its features: {', '.join(views[view_name].fields)}",
+            )
+
+    def training(self) -> None:
+        training = self.spec.training
+        for i, ref in enumerate(training.features or []):
+            self.feature_ref(("training", "features", i), ref)
+        inputs = self.input_fields()
+        for view_name, field_name in inputs:
+            dtype = self.spec.features.views[view_name].fields[field_name]
+            if dtype == "string":
+                self.report(
+                    ("features", "views", view_name, "fields", field_name),
+                    f"feature '{field_name}' is a string, but training.model {training.model.type} "
+                    "takes numeric inputs",
+                    hint="encode it as a number upstream, or leave it out of training.features",
+                    code="dtype",
+                )
+        if not inputs:
+            self.report(("training", "features"), "training has no input features")
+
+    def input_fields(self) -> list[tuple[str, str]]:
+        views = self.spec.features.views
+        selected = self.spec.training.features
+        if selected is None:
+            return [(vn, f) for vn in sorted(views) for f in sorted(views[vn].fields)]
+        out: list[tuple[str, str]] = []
+        for ref in selected:
+            view_name, _, field_name = ref.partition(":")
+            if view_name not in views:
+                continue
+            names = [field_name] if field_name else sorted(views[view_name].fields)
+            out.extend((view_name, f) for f in names if f in views[view_name].fields)
+        return out
+
+    # ---- monitoring ------------------------------------------------------------------------
+    def alerts(self) -> None:
+        task = self.spec.training.task
+        allowed = metrics_for(task)
+        slo = self.spec.serving.slo
+        for name, alert in self.spec.alerts.items():
+            base = ("alerts", name)
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", name):
+                self.report(base, f"alert name '{name}' must be letters, digits and '_'", code="name")
+            if isinstance(alert, DriftAlert) and isinstance(alert.on, list):
+                for i, ref in enumerate(alert.on):
+                    self.feature_ref((*base, "on", i), ref)
+            if isinstance(alert, MetricDropAlert):
+                metric = METRIC_DROP_RE.match(alert.metric).group(1)  # type: ignore[union-attr]
+                if metric not in allowed:
+                    guess = did_you_mean(metric, allowed)
+                    self.report(
+                        (*base, "metric"),
+                        f"'{alert.metric}' watches '{metric}', which is not a metric of {task}",
+                        hint=f"did you mean '{guess}_drop'?" if guess
+                        else f"metrics for {task}: {', '.join(allowed)}",
+                        code="metric",
+                    )
+            if isinstance(alert, LatencyAlert):
+                objective = getattr(slo, alert.metric)
+                if objective is not None and alert.critical is not None and alert.critical < objective:
+                    self.report(
+                        (*base, "critical"),
+                        f"critical {alert.metric} alert ({alert.critical:g} ms) is below "
+                        f"serving.slo.{alert.metric} ({objective:g} ms): it would page while the "
+                        "SLO is met",
+                        hint=f"set critical to at least {objective:g}, or lower the SLO",
+                        code="threshold",
+                    )
+            if isinstance(alert, ErrorRateAlert):
+                if slo.error_rate is not None and alert.critical is not None and alert.critical < slo.error_rate:
+                    self.report(
+                        (*base, "critical"),
+                        f"critical error_rate alert ({alert.critical:g}) is below "
+                        f"serving.slo.error_rate ({slo.error_rate:g})",
+                        hint=f"set critical to at least {slo.error_rate:g}",
+                        code="threshold",
+                    )
+            if alert.action == "rollback" and self.spec.rollout is None:
+                self.report(
+                    (*base, "action"),
+                    "action rollback needs a `rollout` section to roll back",
+                    hint="add a rollout section or use action: notify",
+                    code="action",
+                )
+            if alert.action == "retrain" and self.spec.retraining is None:
+                self.report(
+                    (*base, "action"),
+                    "action retrain, but the spec has no `retraining` section",
+                    hint="add `retraining: {triggers: [{alert: " + name + "}]}`",
+                    severity="warning",
+                    code="action",
+                )
+
+    def rollout(self) -> None:
+        rollout = self.spec.rollout
+        if rollout is None:
+            return
+        alerts = list(self.spec.alerts)
+        slo = self.spec.serving.slo
+        has_slo = any(
+            v is not None
+            for v in (slo.p50_latency_ms, slo.p95_latency_ms, slo.p99_latency_ms, slo.error_rate)
+        )
+        for i, cond in enumerate(rollout.rollback_when):
+            path = ("rollout", "rollback_when", i)
+            if isinstance(cond, AlertCondition):
+                self.ref((*path, "alert"), "alert", cond.alert, alerts, "alerts")
+            elif cond == "slo_breach" and not has_slo:
+                self.report(
+                    path,
+                    "rollback on slo_breach, but serving.slo sets no objective",
+                    hint="add e.g. `serving.slo.p95_latency_ms: 50`",
+                    code="slo",
+                )
+
+    def retraining(self) -> None:
+        retraining = self.spec.retraining
+        if retraining is None:
+            return
+        alerts = list(self.spec.alerts)
+        allowed = metrics_for(self.spec.training.task)
+        for i, trigger in enumerate(retraining.triggers):
+            path = ("retraining", "triggers", i)
+            if isinstance(trigger, AlertTrigger):
+                self.ref((*path, "alert"), "alert", trigger.alert, alerts, "alerts")
+            if isinstance(trigger, MetricDropTrigger) and trigger.metric_drop.metric not in allowed:
+                guess = did_you_mean(trigger.metric_drop.metric, allowed)
+                self.report(
+                    (*path, "metric_drop", "metric"),
+                    f"'{trigger.metric_drop.metric}' is not a metric of {self.spec.training.task}",
+                    hint=f"did you mean '{guess}'?" if guess else f"metrics: {', '.join(allowed)}",
+                    code="metric",
+                )
+
+    # ---- targets ---------------------------------------------------------------------------
+    def targets(self) -> None:
+        sm = self.spec.targets.sagemaker
+        if sm is None:
+            return
+        family = sm.training_instance_type.split(".")[1]
+        if self.spec.training.resources.accelerator == "gpu" and family not in SAGEMAKER_GPU_FAMILIES:
+            self.report(
+                ("targets", "sagemaker", "training_instance_type"),
+                f"training.resources.accelerator is gpu, but SageMaker instance "
+                f"'{sm.training_instance_type}' has no GPU",
+                hint="use a GPU instance such as ml.g5.xlarge, or accelerator: auto",
+                code="gpu",
+            )
+        serving_family = sm.instance_type.split(".")[1]
+        if self.spec.serving.resources.gpus > 0 and serving_family not in SAGEMAKER_GPU_FAMILIES:
+            self.report(
+                ("targets", "sagemaker", "instance_type"),
+                f"serving.resources.gpus is {self.spec.serving.resources.gpus}, but SageMaker "
+                f"instance '{sm.instance_type}' has no GPU",
+                hint="use a GPU instance such as ml.g5.xlarge, or set serving.resources.gpus: 0",
+                code="gpu",
+            )
+
+    def run(self) -> list[Diagnostic]:
+        self.features()
+        self.training()
+        self.alerts()
+        self.rollout()
+        self.retraining()
+        self.targets()
+        return self.diagnostics
+
+
+def scan_secrets(composed: Composed) -> list[Diagnostic]:
+    """Refuse literal credentials anywhere in the document: specs hold only secret references."""
+    found: list[Diagnostic] = []
+
+    def visit(node: Any, path: YamlPath) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                visit(v, (*path, k))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                visit(v, (*path, i))
+        elif isinstance(node, str):
+            what = next((label for rx, label in _SECRET_PATTERNS if rx.search(node)), None)
+            last = path[-1] if path else ""
+            if last in ("env", "secret") and len(path) >= 2:
+                return  # the name inside a secret reference, not a value
+            if what is None and isinstance(last, str) and _SECRET_KEY_RE.search(last) and len(node) >= 8:
+                what = "a credential"
+            if what:
+                file, pos = composed.locate(path)
+                line, col = pos if pos else (None, None)
+                found.append(
+                    Diagnostic(
+                        f"this value looks like {what}; specs never hold secret values",
+                        path=path, file=file, line=line, col=col, stage="check", code="secret",
+                        hint="reference it instead: `{env: NAME}` or `{secret: name}`",
+                    )
+                )
+
+    visit(composed.data, ())
+    return found
+
+
+def check_spec(spec: MLSystem, composed: Composed) -> list[Diagnostic]:
+    """All cross-reference and semantic problems (errors and warnings), in file order."""
+    found = _Checker(spec, composed).run()
+    return sorted(found, key=lambda d: (d.file or "", d.line or 0, d.col or 0))

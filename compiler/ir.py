@@ -1,0 +1,346 @@
+"""The IR: one fully resolved, immutable, target-neutral Plan. Only `lower` builds it.
+
+Every target (local included) consumes this and nothing else. Nothing optional is ambiguous:
+defaults are filled, references are ids, durations are seconds, lists are in a stable order.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+IR_VERSION = "1"
+
+Dtype = Literal["int32", "int64", "float32", "float64", "bool", "string"]
+Task = Literal["binary_classification", "multiclass_classification", "regression"]
+Accelerator = Literal["auto", "cpu", "gpu"]
+AlertAction = Literal["notify", "rollback", "retrain"]
+StepKind = Literal[
+    "validate_data",
+    "materialize_features",
+    "build_training_set",
+    "train",
+    "evaluate",
+    "export_onnx",
+    "register",
+]
+ArtifactType = Literal["Dataset", "Model", "Metrics", "Artifact"]
+
+
+class IRNode(BaseModel):
+    """Base for IR nodes: frozen, closed."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SecretRef(IRNode):
+    """A reference to a secret; the value never appears in a spec, a Plan or compiled output."""
+
+    kind: Literal["env", "secret"]
+    name: str
+
+
+class SystemMeta(IRNode):
+    name: str
+    owner: str
+    description: str
+    labels: dict[str, str]
+
+
+class DataSource(IRNode):
+    id: str
+    format: Literal["parquet", "csv"]
+    path: str  # as written in the spec, relative to the spec's folder unless absolute
+    timestamp_field: str
+    created_timestamp_field: str | None
+
+
+class Entity(IRNode):
+    id: str
+    join_keys: tuple[str, ...]
+    dtype: Dtype
+    description: str
+
+
+class FeatureField(IRNode):
+    name: str
+    dtype: Dtype
+
+
+class FeatureView(IRNode):
+    id: str
+    entity_id: str
+    source_id: str
+    ttl_seconds: int
+    fields: tuple[FeatureField, ...]
+    online: bool
+    description: str
+
+
+class Label(IRNode):
+    source_id: str
+    field: str
+
+
+class FeatureRef(IRNode):
+    """One model input: `view:field`, in the model's input order."""
+
+    view_id: str
+    field: str
+    dtype: Dtype
+
+    @property
+    def ref(self) -> str:
+        return f"{self.view_id}:{self.field}"
+
+
+class FeatureRepo(IRNode):
+    project: str  # a Feast-safe project name
+    sources: tuple[DataSource, ...]
+    entities: tuple[Entity, ...]
+    views: tuple[FeatureView, ...]
+    label: Label
+
+
+class ModelArch(IRNode):
+    type: Literal["mlp", "linear"]
+    hidden: tuple[int, ...]  # empty for linear
+    dropout: float
+    activation: Literal["relu", "gelu", "tanh"]
+    batch_norm: bool
+
+
+class Hyperparameters(IRNode):
+    optimizer: Literal["adam", "adamw", "sgd"]
+    lr: float
+    weight_decay: float
+    epochs: int
+    batch_size: int
+
+
+class EarlyStopping(IRNode):
+    metric: str
+    mode: Literal["min", "max"]
+    patience: int
+    min_delta: float
+
+
+class Split(IRNode):
+    method: Literal["time", "random"]
+    holdout: float
+    validation: float
+
+
+class ComputeResources(IRNode):
+    cpu: str | None  # Kubernetes quantity, e.g. "2" or "500m"
+    memory: str | None  # e.g. "4Gi"
+    accelerator: Accelerator
+    gpu_count: int  # 0 unless accelerator is gpu/auto and GPUs are asked for
+
+
+class Training(IRNode):
+    task: Task
+    num_classes: int  # 2 for binary, N for multiclass, 1 for regression
+    features: tuple[FeatureRef, ...]
+    model: ModelArch
+    hyperparameters: Hyperparameters
+    split: Split
+    seed: int
+    early_stopping: EarlyStopping | None
+    resources: ComputeResources
+    primary_metric: str
+
+
+class Gate(IRNode):
+    metric: str
+    op: Literal[">=", "<="]
+    threshold: float
+
+
+class ChampionGate(IRNode):
+    """The challenger must beat production's metric by `by` (in the metric's better direction)."""
+
+    metric: str
+    by: float
+    higher_is_better: bool
+
+
+class Evaluation(IRNode):
+    metrics: tuple[str, ...]  # every metric to compute on the holdout
+    gates: tuple[Gate, ...]
+    must_beat_production: ChampionGate | None
+
+
+class ModelRegistryEntry(IRNode):
+    name: str
+    challenger_alias: str
+    champion_alias: str
+
+
+class SLO(IRNode):
+    p50_latency_ms: float | None
+    p95_latency_ms: float | None
+    p99_latency_ms: float | None
+    error_rate: float | None
+
+
+class Batching(IRNode):
+    enabled: bool
+    max_batch_size: int
+    max_delay_ms: float
+
+
+class Endpoint(IRNode):
+    name: str
+    format: Literal["onnx"]
+    slo: SLO
+    batching: Batching
+    min_replicas: int
+    max_replicas: int
+    resources: ComputeResources
+    port: int
+
+
+class RolloutStep(IRNode):
+    index: int
+    kind: Literal["shadow", "traffic"]
+    traffic_percent: float  # 0 for shadow: users only get the champion's answers
+    duration_seconds: int  # shadow duration, or the hold after a traffic change (0: none)
+    shadow_sample_percent: float  # share of requests mirrored (shadow steps), else 0
+
+
+class RollbackCondition(IRNode):
+    kind: Literal["slo_breach", "alert"]
+    alert_id: str | None
+
+
+class Rollout(IRNode):
+    strategy: Literal["canary", "blue_green"]
+    steps: tuple[RolloutStep, ...]
+    analysis_interval_seconds: int
+    failure_limit: int
+    rollback_when: tuple[RollbackCondition, ...]
+
+
+class Alert(IRNode):
+    id: str
+    kind: Literal["drift", "prediction_drift", "latency", "error_rate", "metric_drop"]
+    metric: str  # psi | ks | p50/p95/p99_latency_ms | error_rate | a model metric (metric_drop)
+    features: tuple[str, ...]  # `view:field` refs for drift alerts, else empty
+    warn: float | None
+    critical: float | None
+    for_seconds: int
+    window_seconds: int
+    action: AlertAction
+    description: str
+
+
+class Trigger(IRNode):
+    kind: Literal["schedule", "alert", "new_rows", "metric_drop"]
+    cron: str | None
+    alert_id: str | None
+    new_rows: int | None
+    metric: str | None
+    by: float | None
+
+
+class Retraining(IRNode):
+    triggers: tuple[Trigger, ...]
+    cooldown_seconds: int
+
+
+class Notifications(IRNode):
+    webhook_url: SecretRef | None
+    log_alerts: bool
+
+
+class ArtifactSpec(IRNode):
+    name: str
+    type: ArtifactType
+
+
+class Step(IRNode):
+    """One node of the pipeline DAG; `inputs` are `step.output` references."""
+
+    name: str
+    kind: StepKind
+    depends_on: tuple[str, ...]
+    inputs: dict[str, str]  # input name -> "producer_step.output_name"
+    outputs: tuple[ArtifactSpec, ...]
+    resources: ComputeResources
+    cacheable: bool  # deterministic given its inputs
+    retries: int
+    condition: Literal["gate_passed"] | None  # run only when the evaluate gate passed
+
+
+class LocalSettings(IRNode):
+    workdir: str
+    port: int
+    host: str
+
+
+class KubeflowSettings(IRNode):
+    image: str
+    namespace: str
+    pipeline_root: str | None
+    service_account: str | None
+    storage_uri: str | None
+    retries: int
+    image_pull_secret: SecretRef | None
+
+
+class SagemakerSettings(IRNode):
+    region: str
+    instance_type: str
+    training_instance_type: str
+    image: str | None
+    role_arn: str | None
+    role_from_stack: str | None
+    kms_key: SecretRef | None
+
+
+class TargetSettings(IRNode):
+    local: LocalSettings
+    kubeflow: KubeflowSettings | None
+    sagemaker: SagemakerSettings | None
+
+
+class Plan(IRNode):
+    """The whole system, resolved: metadata, the step DAG and every declared resource."""
+
+    ir_version: str
+    system: SystemMeta
+    spec_hash: str  # sha256 of the canonical (key-order independent) validated spec
+    features: FeatureRepo
+    training: Training
+    evaluation: Evaluation
+    registry: ModelRegistryEntry
+    endpoint: Endpoint
+    rollout: Rollout | None
+    alerts: tuple[Alert, ...]
+    retraining: Retraining | None
+    notifications: Notifications
+    steps: tuple[Step, ...]  # topological order
+    targets: TargetSettings
+
+    def to_json(self) -> str:
+        """Canonical JSON: sorted keys, stable indentation, trailing newline."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> Plan:
+        return cls.model_validate_json(text)
+
+    def step(self, name: str) -> Step:
+        for s in self.steps:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def alert(self, alert_id: str) -> Alert:
+        for a in self.alerts:
+            if a.id == alert_id:
+                return a
+        raise KeyError(alert_id)

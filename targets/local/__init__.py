@@ -1,0 +1,1 @@
+"""specml targets.local."""
