@@ -33,6 +33,13 @@ _INF_RE = re.compile(r"^[-+]?\.(inf|Inf|INF)$")
 _NAN_RE = re.compile(r"^\.(nan|NaN|NAN)$")
 _STD_TAG = "tag:yaml.org,2002:"
 _MERGE_TAG = _STD_TAG + "merge"
+# Plain-data tags only (the resolver gives plain scalars timestamp/value tags implicitly);
+# `!!python/object:...`, `!!binary`, `!!set`, `!!omap` and custom tags are refused.
+_ALLOWED_TAGS = {
+    "", "!",
+    *(_STD_TAG + t for t in ("str", "int", "float", "bool", "null", "map", "seq", "merge", "timestamp", "value")),
+}
+_IMPLICIT = yaml.resolver.Resolver()
 
 Position = tuple[int, int]  # 1-based line, column
 
@@ -112,15 +119,16 @@ class _Builder:
             )
         self.doc.positions.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
         tag = node.tag or ""
-        if not tag.startswith(_STD_TAG) and tag not in ("!", ""):
+        if tag not in _ALLOWED_TAGS:
             raise _error(
-                self.file, f"YAML tag '{tag}' is not allowed", node.start_mark,
+                self.file, f"YAML tag '{tag.replace(_STD_TAG, '!!')}' is not allowed", node.start_mark,
                 hint="specs are plain data: remove the tag",
             )
         if isinstance(node, yaml.ScalarNode):
-            if node.style is None and tag != _STD_TAG + "str":
-                return _plain_scalar(node.value)
-            if node.style is None:
+            explicit_str = tag == _STD_TAG + "str" and _IMPLICIT.resolve(
+                yaml.ScalarNode, node.value, (True, False)
+            ) != tag  # `!!str 123` stays the string '123'
+            if node.style is None and not explicit_str:
                 return _plain_scalar(node.value)
             return node.value
         if isinstance(node, yaml.SequenceNode):

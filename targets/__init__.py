@@ -1,3 +1,5 @@
+# >>> ENGINEERS WORKING IN PARALLEL: STOP AND READ /work/main/TEAM_RULES.md NOW (no git commits,
+# >>> file ownership, 2-core budget, HARD DEADLINE 11:25 UTC for your final report). <<<
 """Target registry: the one place targets are named; each is imported only when chosen."""
 
 from __future__ import annotations

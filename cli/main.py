@@ -1,0 +1,378 @@
+"""The `specml` command line: thin shells over the compiler and the targets.
+
+Exit codes: 0 ok, 1 spec invalid, 2 usage, 3 apply/gate failed, 4 internal error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from specml.cli.output import Reporter
+from specml.compiler.errors import Diagnostic, SpecError, TargetError
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_FAILED, EXIT_INTERNAL = 0, 1, 2, 3, 4
+
+app = typer.Typer(
+    name="specml",
+    help="Validate, plan, compile and apply declarative ML-system specs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+class Format(str, Enum):
+    human = "human"
+    json = "json"
+    github = "github"
+
+
+FormatOpt = Annotated[
+    Format, typer.Option("--format", "-f", help="human (default), json for CI, github annotations.")
+]
+OverlayOpt = Annotated[
+    list[str] | None,
+    typer.Option("--overlay", "-O", help="Overlay to merge (a path, or NAME for overlays/NAME.yaml)."),
+]
+TargetOpt = Annotated[str, typer.Option("--target", "-t", help="Target: local, kubeflow, sagemaker.")]
+
+
+def _split_args(args: Sequence[str]) -> tuple[list[Path], list[str]]:
+    """Positional arguments are spec files, or Hydra-style overrides (`key=value`, `~key`)."""
+    specs: list[Path] = []
+    overrides: list[str] = []
+    for arg in args:
+        looks_like_override = ("=" in arg or arg.startswith("~")) and not Path(arg).exists()
+        (overrides if looks_like_override else specs).append(arg if looks_like_override else Path(arg))  # type: ignore[arg-type]
+    return specs, overrides
+
+
+def _fail(reporter: Reporter, code: int, message: str, hint: str | None = None) -> NoReturn:
+    reporter.diagnostics([Diagnostic(message, hint=hint, stage="usage", code="usage")])
+    raise typer.Exit(code)
+
+
+def _guard(reporter: Reporter, body: Callable[[], int]) -> NoReturn:
+    """Run a command body; user errors become diagnostics and exit codes, never tracebacks."""
+    try:
+        code = body()
+    except SpecError as exc:
+        reporter.diagnostics(exc.diagnostics)
+        code = _exit_code_for(exc)
+    except typer.Exit as exc:
+        reporter.flush()
+        raise exc
+    except KeyboardInterrupt:
+        reporter.note("interrupted")
+        code = 130
+    except Exception as exc:  # an internal bug: say so plainly, trace only on request
+        if os.environ.get("SPECML_DEBUG"):
+            raise
+        reporter.diagnostics(
+            [
+                Diagnostic(
+                    f"internal error: {type(exc).__name__}: {exc}",
+                    hint="this is a specml bug; rerun with SPECML_DEBUG=1 for the traceback and report it",
+                    stage="target",
+                    code="internal",
+                )
+            ]
+        )
+        code = EXIT_INTERNAL
+    reporter.flush()
+    raise typer.Exit(code)
+
+
+def _exit_code_for(exc: SpecError) -> int:
+    from specml.compiler.errors import LoadError, SpecValidationError
+
+    if isinstance(exc, LoadError | SpecValidationError):
+        return EXIT_INVALID
+    if any(d.code in ("unknown_target", "usage") for d in exc.diagnostics):
+        return EXIT_USAGE
+    if isinstance(exc, TargetError):
+        return EXIT_FAILED
+    return EXIT_INVALID
+
+
+def _load_plan(spec: Path, overlays: Sequence[str], overrides: Sequence[str], reporter: Reporter) -> Any:
+    from specml.compiler.api import validate_file
+    from specml.compiler.lower import lower
+
+    validated = validate_file(spec, overlays, overrides)
+    if validated.warnings:
+        reporter.diagnostics(validated.warnings)
+    return lower(validated.spec)
+
+
+def _one_spec(args: Sequence[str], reporter: Reporter) -> tuple[Path, list[str]]:
+    specs, overrides = _split_args(args)
+    if len(specs) != 1:
+        _fail(reporter, EXIT_USAGE, f"expected exactly one spec file, got {len(specs)}",
+              hint="usage: specml COMMAND SPEC [key=value ...]")
+    return specs[0], overrides
+
+
+@app.command()
+def validate(
+    args: Annotated[list[str], typer.Argument(help="Spec files, then optional key=value overrides.")],
+    overlay: OverlayOpt = None,
+    format: FormatOpt = Format.human,
+) -> None:
+    """Validate one or more specs: every problem with FILE:LINE:COL, YAML path and a hint."""
+    reporter = Reporter(format.value)
+
+    def body() -> int:
+        from specml.compiler.api import validate_file
+
+        specs, overrides = _split_args(args)
+        if not specs:
+            _fail(reporter, EXIT_USAGE, "no spec file given", hint="specml validate specs/churn.yaml")
+        problems: list[Diagnostic] = []
+        invalid = 0
+        for spec in specs:
+            try:
+                result = validate_file(spec, overlay or [], overrides)
+                problems += result.warnings
+                reporter.ok(f"{spec}: valid", path=str(spec))
+            except SpecError as exc:
+                invalid += 1
+                problems += exc.diagnostics
+        reporter.diagnostics(problems)
+        reporter.summary(specs=len(specs), invalid=invalid, problems=problems)
+        return EXIT_INVALID if invalid else EXIT_OK
+
+    _guard(reporter, body)
+
+
+@app.command()
+def schema(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the schema.")] = Path(
+        "schemas/specml.schema.json"
+    ),
+    check: Annotated[bool, typer.Option("--check", help="Exit 1 if the file is stale.")] = False,
+    stdout: Annotated[bool, typer.Option("--stdout", help="Print instead of writing.")] = False,
+) -> None:
+    """Write the JSON Schema generated from the spec models (for editors and CI)."""
+    reporter = Reporter("human")
+    from specml.compiler.schema import schema_text
+
+    text = schema_text()
+    if stdout:
+        sys.stdout.write(text)
+        raise typer.Exit(EXIT_OK)
+    if check:
+        current = output.read_text() if output.exists() else ""
+        if current != text:
+            _fail(reporter, EXIT_INVALID, f"{output} is stale", hint="run `specml schema` and commit it")
+        reporter.ok(f"{output} is up to date")
+        raise typer.Exit(EXIT_OK)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text)
+    reporter.ok(f"wrote {output}")
+
+
+@app.command()
+def plan(
+    args: Annotated[list[str], typer.Argument(help="Spec file, then optional key=value overrides.")],
+    target: Annotated[str | None, typer.Option("--target", "-t", help="Show what this target would change.")] = None,
+    overlay: OverlayOpt = None,
+    format: FormatOpt = Format.human,
+) -> None:
+    """Print the Plan (the IR), or with --target what applying it would change."""
+    reporter = Reporter(format.value)
+
+    def body() -> int:
+        spec, overrides = _one_spec(args, reporter)
+        the_plan = _load_plan(spec, overlay or [], overrides, reporter)
+        if target is None:
+            if format is Format.json:
+                sys.stdout.write(the_plan.to_json())
+            else:
+                reporter.plan_summary(the_plan)
+            return EXIT_OK
+        from specml.targets import get_target
+
+        tgt = get_target(target)
+        issues = tgt.check(the_plan)
+        reporter.diagnostics(issues)
+        changes_fn = getattr(tgt, "plan_changes", None)
+        changes = changes_fn(the_plan, base_dir=spec.parent) if changes_fn else None
+        reporter.changes(target, changes)
+        return EXIT_INVALID if any(d.severity == "error" for d in issues) else EXIT_OK
+
+    _guard(reporter, body)
+
+
+@app.command(name="compile")
+def compile_(
+    args: Annotated[list[str], typer.Argument(help="Spec file, then optional key=value overrides.")],
+    target: TargetOpt,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder.")],
+    check: Annotated[bool, typer.Option("--check", help="Exit 1 if OUTPUT differs from a fresh compile.")] = False,
+    overlay: OverlayOpt = None,
+    format: FormatOpt = Format.human,
+) -> None:
+    """Compile the spec for a target into OUTPUT (deterministic: same input, same bytes)."""
+    reporter = Reporter(format.value)
+
+    def body() -> int:
+        from specml.cli.compiled import compare_trees, emit_into
+        from specml.targets import get_target
+
+        spec, overrides = _one_spec(args, reporter)
+        the_plan = _load_plan(spec, overlay or [], overrides, reporter)
+        tgt = get_target(target)
+        issues = tgt.check(the_plan)
+        reporter.diagnostics(issues)
+        if any(d.severity == "error" for d in issues):
+            return EXIT_INVALID
+        if check:
+            differences = compare_trees(tgt, the_plan, output)
+            if differences:
+                reporter.diagnostics(
+                    [
+                        Diagnostic(
+                            f"compiled output is out of date: {d}", file=str(output / d.split(' ')[0]),
+                            hint=f"run `specml compile {spec} --target {target} -o {output}` and commit",
+                            stage="target", code="stale",
+                        )
+                        for d in differences
+                    ]
+                )
+                return EXIT_INVALID
+            reporter.ok(f"{output} is up to date for target {target}")
+            return EXIT_OK
+        result = emit_into(tgt, the_plan, output)
+        reporter.emitted(target, result)
+        return EXIT_OK
+
+    _guard(reporter, body)
+
+
+@app.command()
+def apply(
+    args: Annotated[list[str], typer.Argument(help="Spec file, then optional key=value overrides.")],
+    target: TargetOpt = "local",
+    overlay: OverlayOpt = None,
+    serve: Annotated[bool, typer.Option("--serve", help="Start the server after a successful apply.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Retrain even if nothing changed.")] = False,
+    format: FormatOpt = Format.human,
+) -> None:
+    """Apply the spec: run the whole lifecycle (local target: features, training, registry, ONNX)."""
+    reporter = Reporter(format.value)
+
+    def body() -> int:
+        from specml.targets import get_target
+
+        spec, overrides = _one_spec(args, reporter)
+        the_plan = _load_plan(spec, overlay or [], overrides, reporter)
+        tgt = get_target(target)
+        apply_fn = getattr(tgt, "apply", None)
+        if apply_fn is None:
+            _fail(reporter, EXIT_USAGE, f"target '{target}' has no apply",
+                  hint=f"use `specml compile --target {target}` and deploy its output")
+        issues = tgt.check(the_plan)
+        reporter.diagnostics(issues)
+        if any(d.severity == "error" for d in issues):
+            return EXIT_INVALID
+        options_cls = getattr(sys.modules[type(tgt).__module__], "ApplyOptions", None)
+        options = options_cls(serve=serve, force=force) if options_cls else None
+        result = apply_fn(the_plan, base_dir=spec.parent.resolve(), options=options)
+        reporter.applied(target, result)
+        return EXIT_OK
+
+    _guard(reporter, body)
+
+
+@app.command()
+def serve(
+    args: Annotated[list[str], typer.Argument(help="Spec file, then optional key=value overrides.")],
+    host: Annotated[str | None, typer.Option(help="Bind address (default from the spec).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default from the spec).")] = None,
+    model_dir: Annotated[Path | None, typer.Option(help="Serve this model folder instead.")] = None,
+    overlay: OverlayOpt = None,
+) -> None:
+    """Serve the champion model over the Open Inference Protocol (KServe v2) with /metrics."""
+    reporter = Reporter("human")
+
+    def body() -> int:
+        from specml.targets import get_target
+
+        spec, overrides = _one_spec(args, reporter)
+        the_plan = _load_plan(spec, overlay or [], overrides, reporter)
+        tgt: Any = get_target("local")
+        local = the_plan.targets.local
+        tgt.serve(
+            the_plan, base_dir=spec.parent.resolve(), host=host or local.host,
+            port=port or local.port, model_dir=model_dir,
+        )
+        return EXIT_OK
+
+    _guard(reporter, body)
+
+
+@app.command(name="demo-data")
+def demo_data(
+    args: Annotated[list[str], typer.Argument(help="Spec file, then optional key=value overrides.")],
+    rows: Annotated[int, typer.Option(help="Rows per entity source.")] = 5000,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    overlay: OverlayOpt = None,
+) -> None:
+    """Write deterministic, realistic demo data for a spec's sources (no network)."""
+    reporter = Reporter("human")
+
+    def body() -> int:
+        from specml.runtime.demo_data import write_demo_data
+
+        spec, overrides = _one_spec(args, reporter)
+        the_plan = _load_plan(spec, overlay or [], overrides, reporter)
+        written = write_demo_data(the_plan, base_dir=spec.parent.resolve(), rows=rows, seed=seed)
+        for path in written or []:
+            reporter.ok(f"wrote {path}")
+        return EXIT_OK
+
+    _guard(reporter, body)
+
+
+@app.command()
+def targets() -> None:
+    """List the targets and whether their extra is installed."""
+    import importlib.util
+
+    from specml.targets import REGISTRY
+
+    probe = {"local": "torch", "kubeflow": "kfp", "sagemaker": "pulumi_aws"}
+    for name, (_, _, extra) in sorted(REGISTRY.items()):
+        ok = importlib.util.find_spec(probe.get(name, "json")) is not None
+        typer.echo(f"{name:10s} {'installed' if ok else f'missing: pip install specml[{extra}]'}")
+
+
+@app.command()
+def version() -> None:
+    """Print the specml version."""
+    from importlib.metadata import version as pkg_version
+
+    typer.echo(pkg_version("specml"))
+
+
+def main() -> None:
+    """Console entry point."""
+    try:
+        app()
+    except SystemExit as exc:
+        # click uses 2 for usage errors already; keep that contract
+        raise SystemExit(exc.code) from None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,147 @@
+"""How the CLI talks: human text (Rich) by default, one JSON document for CI, or GitHub annotations."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from specml.compiler.errors import Diagnostic
+
+
+class Reporter:
+    """Collects what a command has to say and renders it in the chosen format."""
+
+    def __init__(self, fmt: str = "human") -> None:
+        self.fmt = fmt
+        self.document: dict[str, Any] = {"diagnostics": [], "messages": []}
+        self._console: Any = None
+        self._err: Any = None
+
+    # rich is imported only when something is printed for humans
+    def _consoles(self) -> tuple[Any, Any]:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(highlight=False, soft_wrap=True)
+            self._err = Console(stderr=True, highlight=False, soft_wrap=True)
+        return self._console, self._err
+
+    def diagnostics(self, items: Sequence[Diagnostic]) -> None:
+        """Report problems (errors and warnings)."""
+        for d in items:
+            if self.fmt == "json":
+                self.document["diagnostics"].append(d.to_json())
+            elif self.fmt == "github":
+                print(d.github(), flush=True)
+            else:
+                from rich.markup import escape
+
+                _, err = self._consoles()
+                colour = "red" if d.severity == "error" else "yellow"
+                err.print(
+                    f"{escape(d.location)}: [bold {colour}]{d.severity}[/]: "
+                    f"[bold]{escape(d.yaml_path)}[/]: {escape(d.message)}"
+                )
+                if d.hint:
+                    err.print(f"    [cyan]hint:[/] {escape(d.hint)}")
+
+    def ok(self, message: str, **fields: Any) -> None:
+        """A success line."""
+        if self.fmt == "json":
+            self.document["messages"].append({"message": message, **fields})
+        elif self.fmt == "human":
+            from rich.markup import escape
+
+            out, _ = self._consoles()
+            out.print(f"[green]✓[/] {escape(message)}")
+
+    def note(self, message: str) -> None:
+        """An informational line."""
+        if self.fmt == "json":
+            self.document["messages"].append({"message": message})
+        elif self.fmt == "human":
+            _, err = self._consoles()
+            err.print(message, markup=False)
+
+    def summary(self, specs: int, invalid: int, problems: Sequence[Diagnostic]) -> None:
+        """The closing line of `validate`."""
+        errors = sum(1 for p in problems if p.severity == "error")
+        warnings = len(problems) - errors
+        self.document.update(
+            {"specs": specs, "invalid": invalid, "errors": errors, "warnings": warnings, "ok": invalid == 0}
+        )
+        if self.fmt == "human" and (invalid or warnings):
+            _, err = self._consoles()
+            err.print(
+                f"{invalid} of {specs} spec(s) invalid: {errors} error(s), {warnings} warning(s)",
+                markup=False,
+            )
+
+    def plan_summary(self, plan: Any) -> None:
+        """A short human view of a Plan."""
+        out, _ = self._consoles()
+        out.print(f"[bold]{plan.system.name}[/] ({plan.spec_hash[:19]}…) owner {plan.system.owner}")
+        t = plan.training
+        out.print(f"  training: {t.task}, {t.model.type} {list(t.model.hidden)}, "
+                  f"{len(t.features)} features, accelerator {t.resources.accelerator}")
+        out.print("  steps: " + " → ".join(
+            s.name + (" [if gate]" if s.condition else "") for s in plan.steps))
+        gates = ", ".join(f"{g.metric} {g.op} {g.threshold:g}" for g in plan.evaluation.gates)
+        out.print(f"  gates: {gates or 'none'}")
+        if plan.rollout:
+            steps = ", ".join(
+                f"shadow {s.duration_seconds}s" if s.kind == "shadow" else f"{s.traffic_percent:g}%"
+                for s in plan.rollout.steps
+            )
+            out.print(f"  rollout: {plan.rollout.strategy}: {steps}")
+        out.print(f"  alerts: {', '.join(a.id for a in plan.alerts) or 'none'}")
+        out.print("  (--format json prints the whole Plan)", style="dim")
+
+    def changes(self, target: str, changes: Any) -> None:
+        """What applying to a target would change."""
+        if self.fmt == "json":
+            self.document["target"] = target
+            self.document["changes"] = changes
+            return
+        out, _ = self._consoles()
+        if changes is None:
+            out.print(f"target {target}: no recorded state to compare with; apply/compile would create everything")
+        elif not changes:
+            out.print(f"target {target}: up to date, nothing to change")
+        else:
+            out.print(f"target {target}: {len(changes)} change(s)")
+            for change in changes:
+                out.print(f"  {change}", markup=False)
+
+    def emitted(self, target: str, result: Any) -> None:
+        """Files a compile wrote."""
+        files = list(getattr(result, "files", []) or [])
+        if self.fmt == "json":
+            self.document.update({"target": target, "out_dir": str(result.out_dir), "files": files})
+            return
+        self.ok(f"compiled for {target} into {result.out_dir} ({len(files)} files)")
+        out, _ = self._consoles()
+        for f in files:
+            out.print(f"  {f}", markup=False)
+        for note in getattr(result, "notes", ()) or ():
+            out.print(f"  note: {note}", markup=False)
+
+    def applied(self, target: str, result: Any) -> None:
+        """The outcome of an apply."""
+        summary = getattr(result, "summary", None)
+        payload = summary() if callable(summary) else (result if isinstance(result, dict) else {})
+        if self.fmt == "json":
+            self.document.update({"target": target, "result": payload})
+            return
+        self.ok(f"applied to {target}")
+        out, _ = self._consoles()
+        for key, value in (payload or {}).items():
+            out.print(f"  {key}: {value}", markup=False)
+
+    def flush(self) -> None:
+        """Print the JSON document (json format only)."""
+        if self.fmt == "json":
+            sys.stdout.write(json.dumps(self.document, indent=2, sort_keys=True, default=str) + "\n")
+            sys.stdout.flush()
