@@ -1,4 +1,8 @@
-"""Writing compiled output atomically, and `--check`: is the committed output what we would emit?"""
+"""Writing compiled output atomically, and `--check`: is the committed output what we would emit?
+
+Every compile also records the Plan it compiled as `PLAN_RECORD` in the output folder, so
+`specml plan --target T` can show what changed since the last compile.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,14 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
+
+PLAN_RECORD = ".specml-plan.json"
+
+
+def _emit(target: Any, plan: Any, out_dir: Path) -> Any:
+    result = target.emit(plan, out_dir)
+    (out_dir / PLAN_RECORD).write_text(plan.to_json())
+    return result
 
 
 def _tree(root: Path) -> set[str]:
@@ -19,7 +31,7 @@ def emit_into(target: Any, plan: Any, out_dir: Path) -> Any:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        result = target.emit(plan, staging)
+        result = _emit(target, plan, staging)
         backup = None
         if out_dir.exists():
             backup = out_dir.with_name(f".{out_dir.name}.old")
@@ -41,7 +53,7 @@ def compare_trees(target: Any, plan: Any, out_dir: Path) -> list[str]:
     with tempfile.TemporaryDirectory(prefix="specml-check-") as tmp:
         fresh = Path(tmp) / "out"
         fresh.mkdir()
-        target.emit(plan, fresh)
+        _emit(target, plan, fresh)
         want, have = _tree(fresh), _tree(out_dir)
         diffs = [f"{p} (missing)" for p in sorted(want - have)]
         diffs += [f"{p} (unexpected)" for p in sorted(have - want)]

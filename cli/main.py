@@ -156,29 +156,31 @@ def validate(
 
 @app.command()
 def schema(
-    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the schema.")] = Path(
-        "schemas/specml.schema.json"
+    output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Folder for the schema files.")] = Path(
+        "schemas"
     ),
-    check: Annotated[bool, typer.Option("--check", help="Exit 1 if the file is stale.")] = False,
-    stdout: Annotated[bool, typer.Option("--stdout", help="Print instead of writing.")] = False,
+    check: Annotated[bool, typer.Option("--check", help="Exit 1 if a committed schema file is stale.")] = False,
+    stdout: Annotated[bool, typer.Option("--stdout", help="Print the spec schema instead of writing.")] = False,
 ) -> None:
-    """Write the JSON Schema generated from the spec models (for editors and CI)."""
+    """Write the JSON Schemas generated from the spec models (spec + overlay), for editors and CI."""
     reporter = Reporter("human")
-    from specml.compiler.schema import schema_text
+    from specml.compiler.schema import schema_files, schema_text
 
-    text = schema_text()
     if stdout:
-        sys.stdout.write(text)
+        sys.stdout.write(schema_text())
         raise typer.Exit(EXIT_OK)
+    files = {output_dir / path.name: text for path, text in schema_files().items()}
     if check:
-        current = output.read_text() if output.exists() else ""
-        if current != text:
-            _fail(reporter, EXIT_INVALID, f"{output} is stale", hint="run `specml schema` and commit it")
-        reporter.ok(f"{output} is up to date")
+        stale = [p for p, text in files.items() if not p.exists() or p.read_text() != text]
+        if stale:
+            _fail(reporter, EXIT_INVALID, f"stale: {', '.join(map(str, stale))}",
+                  hint="run `specml schema` and commit the result")
+        reporter.ok(f"{output_dir} is up to date")
         raise typer.Exit(EXIT_OK)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text)
-    reporter.ok(f"wrote {output}")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for path, text in files.items():
+        path.write_text(text)
+        reporter.ok(f"wrote {path}")
 
 
 @app.command()
@@ -196,7 +198,7 @@ def plan(
         the_plan = _load_plan(spec, overlay or [], overrides, reporter)
         if target is None:
             if format is Format.json:
-                sys.stdout.write(the_plan.to_json())
+                reporter.raw(the_plan.to_json())
             else:
                 reporter.plan_summary(the_plan)
             return EXIT_OK

@@ -18,6 +18,7 @@ class Reporter:
         self.document: dict[str, Any] = {"diagnostics": [], "messages": []}
         self._console: Any = None
         self._err: Any = None
+        self._raw = False
 
     # rich is imported only when something is printed for humans
     def _consoles(self) -> tuple[Any, Any]:
@@ -140,8 +141,14 @@ class Reporter:
         for key, value in (payload or {}).items():
             out.print(f"  {key}: {value}", markup=False)
 
+    def raw(self, text: str) -> None:
+        """Print a finished artefact (e.g. the Plan) as the whole output; no JSON wrapper."""
+        self._raw = True
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
     def flush(self) -> None:
         """Print the JSON document (json format only)."""
-        if self.fmt == "json":
+        if self.fmt == "json" and not self._raw:
             sys.stdout.write(json.dumps(self.document, indent=2, sort_keys=True, default=str) + "\n")
             sys.stdout.flush()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -99,10 +99,32 @@ def _override_error(index: int, text: str, message: str, col: int = 1, hint: str
                 hint=hint,
                 stage="compose",
                 code="override",
-                path=(),
+                path=_split_key(text.lstrip("+~").partition("=")[0]) if text.strip("+~") else (),
             )
         ]
     )
+
+
+def _missing_parent(index: int, text: str, data: Any, path: YamlPath) -> SpecError:
+    """An override whose parent does not exist: name the first missing key, with a did-you-mean."""
+    node = data
+    for depth, part in enumerate(path[:-1]):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+            continue
+        if isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+            continue
+        where = ".".join(map(str, path[: depth + 1]))
+        guess = did_you_mean(str(part), [str(k) for k in node]) if isinstance(node, dict) else None
+        hint = (
+            f"did you mean '{'.'.join(map(str, (*path[:depth], guess)))}'?" if guess
+            else "overrides change existing keys; add missing sections in the spec or an overlay"
+        )
+        error = _override_error(index, text, f"'{where}' is not in the spec", hint=hint)
+        error.diagnostics[0] = replace(error.diagnostics[0], path=path)
+        return error
+    return _override_error(index, text, f"cannot set '{text}'")  # pragma: no cover
 
 
 def _split_key(key: str) -> YamlPath:
@@ -156,10 +178,7 @@ def apply_overrides(composed: Composed, overrides: Sequence[str]) -> None:
             isinstance(parent, dict) and last in parent
         ) or (isinstance(parent, list) and isinstance(last, int) and 0 <= last < len(parent))
         if parent is None or not isinstance(parent, dict | list):
-            raise _override_error(
-                index, text, f"'{'.'.join(map(str, path[:-1]))}' does not exist in the spec",
-                hint=f"add it with +{key}=... only if its parent exists",
-            )
+            raise _missing_parent(index, text, composed.data, path)
         if override.is_delete():
             if not exists:
                 raise _override_error(index, text, f"cannot delete '{key}': it is not in the spec")

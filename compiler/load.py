@@ -128,7 +128,7 @@ class _Builder:
             explicit_str = tag == _STD_TAG + "str" and _IMPLICIT.resolve(
                 yaml.ScalarNode, node.value, (True, False)
             ) != tag  # `!!str 123` stays the string '123'
-            if node.style is None and not explicit_str:
+            if not node.style and not explicit_str:  # plain: None (pure Python) or "" (libyaml)
                 return _plain_scalar(node.value)
             return node.value
         if isinstance(node, yaml.SequenceNode):
@@ -168,6 +168,11 @@ class _Builder:
         return result
 
 
+def _char_at(text: str, line: int, column: int) -> str:
+    lines = text.splitlines()
+    return lines[line][column] if line < len(lines) and column < len(lines[line]) else ""
+
+
 def load_text(text: str, file: str = "<spec>") -> SourceDoc:
     """Parse YAML text into a SourceDoc, raising LoadError with file:line:col on any problem."""
     if len(text) > MAX_BYTES:
@@ -183,7 +188,10 @@ def load_text(text: str, file: str = "<spec>") -> SourceDoc:
         problem = exc.problem or "invalid YAML"
         if exc.context and "document" in (exc.problem or ""):
             problem = "expected a single YAML document, found more than one"
-        raise _error(file, f"invalid YAML: {problem}", mark) from None
+        hint = None
+        if mark is not None and _char_at(text, mark.line, mark.column) == "\t":
+            problem, hint = "a tab character; YAML indents with spaces only", "replace tabs with spaces"
+        raise _error(file, f"invalid YAML: {problem}", mark, hint=hint) from None
     except yaml.YAMLError as exc:
         raise _error(file, f"invalid YAML: {exc}") from None
     except RecursionError:

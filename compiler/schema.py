@@ -40,3 +40,33 @@ def json_schema() -> dict[str, Any]:
 def schema_text() -> str:
     """Canonical text of the schema file (stable across runs)."""
     return json.dumps(json_schema(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+OVERLAY_SCHEMA_ID = "https://specml.dev/schemas/specml.overlay.schema.json"
+OVERLAY_SCHEMA_PATH = Path("schemas") / "specml.overlay.schema.json"
+
+
+def _optional(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _optional(v) for k, v in node.items() if k != "required"}
+    if isinstance(node, list):
+        return [_optional(v) for v in node]
+    return node
+
+
+def overlay_schema() -> dict[str, Any]:
+    """Schema for overlays: the spec's shape with nothing required (overlays set only what changes)."""
+    schema = _optional(json_schema())
+    schema["$id"] = OVERLAY_SCHEMA_ID
+    schema["title"] = "MLSystem overlay"
+    return schema
+
+
+def overlay_schema_text() -> str:
+    """Canonical text of the overlay schema file."""
+    return json.dumps(overlay_schema(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def schema_files() -> dict[Path, str]:
+    """Every generated schema file and its text."""
+    return {SCHEMA_PATH: schema_text(), OVERLAY_SCHEMA_PATH: overlay_schema_text()}

@@ -31,18 +31,24 @@ _TYPE_WORDS = {
 }
 
 
-def _clean_loc(loc: tuple[Any, ...], data: Any) -> YamlPath:
+def _clean_loc(loc: tuple[Any, ...], data: Any, missing: bool = False) -> YamlPath:
     """Drop pydantic's union tags and function names from a loc by walking the real data."""
     path: list[str | int] = []
     node = data
-    for part in loc:
+    for i, part in enumerate(loc):
+        after = loc[i + 1] if i + 1 < len(loc) else None
+        if (
+            isinstance(node, dict) and part in node and after in node
+            and (after == part or (i > 0 and isinstance(loc[i - 1], int)))
+        ):
+            continue  # a union tag that is also a key (`traffic` in {traffic: 5, hold: x}): not a step
         if isinstance(node, dict) and part in node:
             path.append(part)
             node = node[part]
         elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
             path.append(part)
             node = node[part]
-        elif isinstance(node, dict) and isinstance(part, str) and part not in node and part == loc[-1]:
+        elif missing and isinstance(node, dict) and isinstance(part, str) and part == loc[-1]:
             path.append(part)  # a missing key: keep it, the position falls back to the parent
             node = None
     return tuple(path)
@@ -95,7 +101,7 @@ def _short(value: Any) -> str:
 
 def _diagnostic(err: dict[str, Any], composed: Composed) -> Diagnostic:
     kind = err["type"]
-    path = _clean_loc(tuple(err["loc"]), composed.data)
+    path = _clean_loc(tuple(err["loc"]), composed.data, missing=kind == "missing")
     ctx = err.get("ctx") or {}
     given = err.get("input")
     hint: str | None = None
@@ -226,7 +232,8 @@ def validate_document(composed: Composed) -> tuple[MLSystem | None, list[Diagnos
     """Validate against the models: the model, or None and every problem found."""
     if not isinstance(composed.data, dict):
         file, pos = composed.locate(())
-        what = "empty" if composed.data is None else f"a {_type_name(composed.data)}"
+        kinds = {list: "a list", str: "a single string", bool: "a boolean", int: "a number", float: "a number"}
+        what = "empty" if composed.data is None else kinds.get(type(composed.data), "not a mapping")
         return None, [
             _make(
                 f"a spec must be a mapping with apiVersion, kind, metadata, ...; this file is {what}",

@@ -43,6 +43,9 @@ _BODY = '''\
         inputs={inputs},
         outputs={outputs},
     )
+'''
+
+_LOG_METRICS = '''\
     for metrics_artifact in [{metrics_outputs}]:
         for metric_name, metric_value in sorted(result.metrics.items()):
             if isinstance(metric_value, (int, float)) and math.isfinite(metric_value):
@@ -113,8 +116,9 @@ def component_source(plan: Plan, step: Step) -> str:
         kind=step.kind,
         inputs=inputs,
         outputs=outputs,
-        metrics_outputs=metrics_outputs,
     )
+    if metrics_outputs:
+        source += _LOG_METRICS.format(metrics_outputs=metrics_outputs)
     if produces_gate:
         source += _GATE_RETURN.format(gate=GATE_OUTPUT, step_name=step.name)
     return source
@@ -130,10 +134,12 @@ def make_component(plan: Plan, step: Step, base_image: str) -> Any:
     linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
     namespace: dict[str, Any] = {}
     exec(  # noqa: S102 - our own generated, deterministic source
-        compile("from typing import NamedTuple\nfrom kfp.dsl import *\n", filename + "-prelude", "exec"),
+        compile("from typing import NamedTuple\nfrom kfp.dsl import *\n", filename + "-prelude", "exec", dont_inherit=True),
         namespace,
     )
-    exec(compile(source, filename, "exec"), namespace)  # noqa: S102
+    # dont_inherit: this module's `from __future__ import annotations` would turn the
+    # annotations into strings, which kfp cannot read as types.
+    exec(compile(source, filename, "exec", dont_inherit=True), namespace)  # noqa: S102
     func: Callable[..., Any] = namespace[component_function_name(step)]
     return dsl.component(
         func,

@@ -1,7 +1,9 @@
 """Plan.steps -> a KFP v2 pipeline (real kfp SDK), compiled to deterministic YAML text."""
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: kfp reads the pipeline function's annotations
+# as real types.
 
+import json
 import re
 import tempfile
 from pathlib import Path
@@ -22,6 +24,15 @@ DEFAULT_DATA_DIR = "."
 def default_workdir(plan: Plan) -> str:
     """Where steps keep shared state unless the run says otherwise (kfp.local shares it)."""
     return f"/tmp/specml/{plan.system.name}"
+
+
+def compact_plan_json(plan: Plan) -> str:
+    """The Plan as one line of canonical JSON: the pipeline's `plan_json` default.
+
+    One line because kfp copies parameter defaults into the YAML's header comment, where a
+    multi-line string would spill out of the comment.
+    """
+    return json.dumps(plan.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
 
 
 def step_retries(plan: Plan, step: Step) -> int:
@@ -94,7 +105,7 @@ def build_pipeline(plan: Plan) -> Any:
     _check_condition_order(plan)
     components = {s.name: make_component(plan, s, settings.image) for s in plan.steps}
     gate_step = _gate_producer(plan) if any(s.condition for s in plan.steps) else None
-    plan_text = plan.to_json()
+    plan_text = compact_plan_json(plan)
     workdir_default = default_workdir(plan)
 
     def pipeline(

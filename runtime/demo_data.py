@@ -1,0 +1,199 @@
+"""Seeded, deterministic demo data for any Plan: time-stamped sources with a learnable label.
+
+Every source of the Plan gets a table with its timestamp column, the join keys of the entities
+whose views read it, and those views' fields. The label source also carries the join keys of every
+entity the model uses and the label, which is a seeded function of the point-in-time feature
+values (as the feature store will join them), plus noise. A few float values are missing, and
+TTLs make some joined values expire, as in real data.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from specml.compiler.ir import DataSource, Plan
+
+START = "2024-01-01T00:00:00Z"
+SPAN_DAYS = 180
+MISSING_RATE = 0.02
+
+
+def _source_entities(plan: Plan) -> dict[str, list[str]]:
+    """source id -> entity ids whose keys that source carries (the label source: all model entities)."""
+    views = {v.id: v for v in plan.features.views}
+    out: dict[str, list[str]] = {s.id: [] for s in plan.features.sources}
+    for v in plan.features.views:
+        if v.entity_id not in out[v.source_id]:
+            out[v.source_id].append(v.entity_id)
+    label_src = plan.features.label.source_id
+    for ref in plan.training.features:
+        ent = views[ref.view_id].entity_id
+        if ent not in out[label_src]:
+            out[label_src].append(ent)
+    return out
+
+
+def _entity_keys(plan: Plan, entity_id: str, index: np.ndarray) -> dict[str, np.ndarray]:
+    """Join-key columns for entity indices (several keys: derived, still one-to-one with the index)."""
+    import numpy as np
+
+    ent = next(e for e in plan.features.entities if e.id == entity_id)
+    cols: dict[str, np.ndarray] = {}
+    for k, key in enumerate(ent.join_keys):
+        if ent.dtype == "string":
+            cols[key] = np.array([f"{entity_id}_{i:06d}" + (f"_{k}" if k else "") for i in index])
+        else:
+            cols[key] = (1000 + index + k * 1_000_000).astype("int64")
+    return cols
+
+
+def _field_values(rng: np.random.Generator, dtype: str, latent: np.ndarray) -> np.ndarray:
+    """One feature column: a per-field distribution shifted by the entity's latent trait."""
+    import numpy as np
+
+    n = len(latent)
+    raw = rng.uniform(-1, 1) * latent + rng.normal(0, 1, n)
+    if dtype in ("int32", "int64"):
+        lam = np.exp(np.log(rng.uniform(1, 40)) + 0.35 * raw)
+        return rng.poisson(lam).astype(dtype)
+    if dtype in ("float32", "float64"):
+        scale, shift = rng.uniform(1, 200), rng.uniform(-0.5, 0.5)
+        values = scale * np.exp(0.4 * raw + shift)
+        values[rng.random(n) < MISSING_RATE] = np.nan
+        return values.astype(dtype)
+    if dtype == "bool":
+        return raw > rng.normal(0.5, 0.3)
+    return np.array([f"cat_{int(v)}" for v in np.clip(np.round(raw + 2), 0, 4)])
+
+
+def _label(plan: Plan, rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
+    """The label: a seeded linear + interaction function of the standardised features, plus noise."""
+    import numpy as np
+
+    n, f = x.shape
+    mean = np.nanmean(x, axis=0) if n else np.zeros(f)
+    std = np.nanstd(x, axis=0)
+    z = np.nan_to_num((x - mean) / np.where(std > 0, std, 1.0))
+    w = rng.normal(0, 1, f)
+    score = z @ w + (0.7 * z[:, 0] * z[:, 1] if f >= 2 else 0.0)
+    score = (score - score.mean()) / (score.std() or 1.0)
+    task = plan.training.task
+    if task == "binary_classification":
+        p = 1 / (1 + np.exp(-(3.5 * score - 2.5)))
+        return (rng.random(n) < p).astype("int64")
+    if task == "multiclass_classification":
+        k = plan.training.num_classes
+        logits = 2.5 * (z @ rng.normal(0, 1, (f, k)))
+        logits += rng.gumbel(0, 1, logits.shape)
+        return logits.argmax(axis=1).astype("int64")
+    return np.maximum(100 + 20 * score + rng.normal(0, 4, n), 1.0).astype("float64")
+
+
+def _asof_features(plan: Plan, tables: dict[str, pd.DataFrame], label_src: str) -> np.ndarray:
+    """The model's features as of each label row (backward as-of join within each view's TTL)."""
+    import numpy as np
+    import pandas as pd
+
+    sources = {s.id: s for s in plan.features.sources}
+    views = {v.id: v for v in plan.features.views}
+    ents = {e.id: e for e in plan.features.entities}
+    base = tables[label_src]
+    ts = sources[label_src].timestamp_field
+    cols = []
+    for ref in plan.training.features:
+        view = views[ref.view_id]
+        if view.source_id == label_src:
+            cols.append(base[ref.field].to_numpy(dtype="float64", na_value=np.nan))
+            continue
+        keys = list(ents[view.entity_id].join_keys)
+        right = tables[view.source_id]
+        rts = sources[view.source_id].timestamp_field
+        left = base[[ts, *keys]].reset_index().rename(columns={ts: "_t"}).sort_values("_t")
+        r = right[[rts, *keys, ref.field]].rename(columns={rts: "_t"}).sort_values("_t")
+        joined = pd.merge_asof(
+            left, r, on="_t", by=keys, tolerance=pd.Timedelta(seconds=view.ttl_seconds)
+        ).sort_values("index")
+        cols.append(joined[ref.field].to_numpy(dtype="float64", na_value=np.nan))
+    return np.stack(cols, axis=1) if cols else np.zeros((len(base), 0))
+
+
+def demo_tables(plan: Plan, rows: int = 2000, seed: int = 0) -> dict[str, pd.DataFrame]:
+    """Build every source's table in memory, deterministically from (plan, rows, seed)."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    label_src = plan.features.label.source_id
+    src_entities = _source_entities(plan)
+    n_entities = max(10, rows // 8)
+    latent = {e.id: rng.normal(0, 1, n_entities) for e in plan.features.entities}
+    start = pd.Timestamp(START)
+    span = SPAN_DAYS * 86400
+
+    # The label source drives time: one row per labelled event.
+    label_secs = np.sort(rng.integers(0, span, rows))
+    label_index = {e: rng.integers(0, n_entities, rows) for e in src_entities[label_src]}
+    tables: dict[str, pd.DataFrame] = {}
+    for source in sorted(plan.features.sources, key=lambda s: (s.id != label_src, s.id)):
+        ents = src_entities[source.id]
+        if source.id == label_src:
+            secs, index = label_secs, label_index
+        else:
+            # Most rows shortly precede a labelled event of the same entity (fresh within TTL);
+            # the rest are background rows at random times.
+            ttl = min((v.ttl_seconds for v in plan.features.views if v.source_id == source.id),
+                      default=span) or span
+            near = rng.random(rows) < 0.9
+            lag = rng.integers(0, max(1, int(0.8 * min(ttl, span))), rows)
+            secs = np.where(near, label_secs - lag, rng.integers(0, span, rows))
+            index = {e: np.where(near, label_index[e], rng.integers(0, n_entities, rows))
+                     if e in label_index else rng.integers(0, n_entities, rows) for e in ents}
+        order = np.argsort(secs, kind="stable")
+        secs = secs[order]
+        frame: dict[str, object] = {}
+        for e in ents:
+            frame.update(_entity_keys(plan, e, index[e][order]))
+        frame[source.timestamp_field] = start + pd.to_timedelta(secs, unit="s")
+        if source.created_timestamp_field:
+            frame[source.created_timestamp_field] = frame[source.timestamp_field] + pd.Timedelta(
+                seconds=60
+            )
+        for view in (v for v in plan.features.views if v.source_id == source.id):
+            view_trait = latent[view.entity_id][index[view.entity_id][order]]
+            for fld in view.fields:
+                if fld.name not in frame:
+                    frame[fld.name] = _field_values(rng, fld.dtype, view_trait)
+        tables[source.id] = pd.DataFrame(frame)
+    features = _asof_features(plan, tables, label_src)
+    tables[label_src][plan.features.label.field] = _label(plan, rng, features)
+    return tables
+
+
+def _source_path(source: DataSource, base_dir: Path) -> Path:
+    path = Path(source.path)
+    return path if path.is_absolute() else base_dir / path
+
+
+def write_demo_data(plan: Plan, base_dir: str | Path, rows: int = 2000, seed: int = 0) -> list[Path]:
+    """Write each source of the Plan (parquet or csv, at its path under base_dir); return the paths."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    base = Path(base_dir)
+    tables = demo_tables(plan, rows, seed)
+    written = []
+    for source in plan.features.sources:
+        table = tables[source.id]
+        path = _source_path(source, base)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if source.format == "csv":
+            table.to_csv(path, index=False)
+        else:
+            pq.write_table(pa.Table.from_pandas(table, preserve_index=False), path)
+        written.append(path)
+    return written

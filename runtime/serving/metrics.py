@@ -1,0 +1,89 @@
+"""Prometheus metrics for the server, in a registry of its own (several servers per process in tests)."""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+# Fine below 10 ms so p50/p95/p99 SLOs in milliseconds can be read from the buckets.
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075,
+    0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5, 5.0,
+)  # fmt: skip
+QUEUE_BUCKETS = (
+    0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1,
+)  # fmt: skip
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class ServingMetrics:
+    """Every series the server exports; `render()` is the /metrics body."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.request_latency = Histogram(
+            "specml_request_latency_seconds",
+            "Time from request parsed to response ready, by model, version and endpoint.",
+            ["model", "version", "endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.requests = Counter(
+            "specml_requests_total",
+            "Requests answered, by model, version, endpoint and HTTP status code.",
+            ["model", "version", "endpoint", "code"],
+            registry=r,
+        )
+        self.errors = Counter(
+            "specml_request_errors_total",
+            "Requests answered with a 4xx/5xx status, by model, version, endpoint and code.",
+            ["model", "version", "endpoint", "code"],
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "specml_batch_size_rows",
+            "Rows in each session.run (>1 under concurrency when batching coalesces requests).",
+            ["model", "version"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.queue_delay = Histogram(
+            "specml_queue_delay_seconds",
+            "Time a request waited in the batching queue before its batch started.",
+            ["model", "version"],
+            buckets=QUEUE_BUCKETS,
+            registry=r,
+        )
+        self.inference_latency = Histogram(
+            "specml_inference_latency_seconds",
+            "Time inside ONNX Runtime session.run per batch.",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.feature_lookup_latency = Histogram(
+            "specml_feature_lookup_latency_seconds",
+            "Online feature store read time per predict-by-entity request.",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.model_info = Gauge(
+            "specml_model_info",
+            "1 for the model version being served, with its execution provider.",
+            ["model", "version", "provider"],
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every series."""
+        return generate_latest(self.registry)

@@ -1,0 +1,150 @@
+"""Online feature lookup that reads Feast's SQLite online store directly.
+
+`FeatureStore.get_online_features` costs milliseconds per call (registry lookups, response protos,
+pandas-free but generic code). For a fixed list of `view:field` refs the work is one indexed
+SELECT per feature view, so this reader resolves everything once from Feast's own registry and
+config (table names, join keys and their value types, db path, key serialisation version), then
+per request: builds the entity key with Feast's `serialize_entity_key`, runs a prepared query and
+decodes the values with Feast's `ValueProto` / `feast_value_type_to_python_type`.
+Tests keep `get_online_features` as the reference: same values, same missing (None) values.
+Like the Feast SQLite read path it does not drop values older than the view's TTL.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class EntityError(Exception):
+    """An entity row the lookup cannot use (missing or mistyped join key)."""
+
+
+@dataclass(frozen=True)
+class _ViewLookup:
+    view: str
+    table: str
+    join_keys: tuple[str, ...]
+    key_types: tuple[Any, ...]  # feast ValueType per join key
+    fields: tuple[str, ...]
+    columns: tuple[int, ...]  # position of each field in the model's input row
+
+
+class OnlineFeatureReader:
+    """Reads `view:field` features for entity rows, in model input order, as float32."""
+
+    def __init__(self, repo_path: str | Path, feature_refs: tuple[str, ...]) -> None:
+        from feast import FeatureStore
+        from feast.infra.online_stores.helpers import compute_table_id
+
+        self.repo_path = Path(repo_path)
+        self.feature_refs = tuple(feature_refs)
+        self.store = FeatureStore(repo_path=str(self.repo_path))
+        config = self.store.config
+        if config.online_store.type not in ("sqlite",) and not str(
+            config.online_store.type
+        ).endswith("SqliteOnlineStore"):
+            raise ValueError(f"online store {config.online_store.type!r} is not SQLite")
+        db = Path(config.online_store.path)
+        self.db_path = db if db.is_absolute() else self.repo_path / db
+        self.key_version = int(config.entity_key_serialization_version)
+        versioning = bool(getattr(config.registry, "enable_online_feature_view_versioning", False))
+
+        by_view: dict[str, list[tuple[str, int]]] = {}
+        for column, ref in enumerate(self.feature_refs):
+            view, _, field = ref.partition(":")
+            by_view.setdefault(view, []).append((field, column))
+        lookups = []
+        for view, fields in by_view.items():
+            fv = self.store.get_feature_view(view)
+            keys = tuple(c.name for c in fv.entity_columns)
+            types = tuple(c.dtype.to_value_type() for c in fv.entity_columns)
+            lookups.append(
+                _ViewLookup(
+                    view=view,
+                    table=compute_table_id(config.project, fv, versioning),
+                    join_keys=keys,
+                    key_types=types,
+                    fields=tuple(f for f, _ in fields),
+                    columns=tuple(c for _, c in fields),
+                )
+            )
+        self.views = tuple(lookups)
+        self.join_keys = tuple(sorted({k for v in self.views for k in v.join_keys}))
+        self._local = threading.local()
+
+    # -- per thread: sqlite3 connections are cheap, read-only, never shared across threads
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, check_same_thread=False)
+            self._local.conn = conn
+        return conn
+
+    def _entity_key(self, lookup: _ViewLookup, row: dict[str, Any]) -> bytes:
+        from feast.infra.key_encoding_utils import serialize_entity_key
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+        from feast.type_map import python_values_to_proto_values
+
+        values = []
+        for key, value_type in zip(lookup.join_keys, lookup.key_types, strict=True):
+            if key not in row:
+                raise EntityError(f"entity row lacks join key '{key}' (needs {list(lookup.join_keys)})")
+            value = row[key]
+            if isinstance(value, bool) or not isinstance(value, (int, str)):
+                raise EntityError(f"join key '{key}' must be an integer or string, got {value!r}")
+            try:
+                values.append(python_values_to_proto_values([value], value_type)[0])
+            except (TypeError, ValueError) as exc:
+                raise EntityError(f"join key '{key}' value {value!r}: {exc}") from None
+        proto = EntityKeyProto(join_keys=list(lookup.join_keys), entity_values=values)
+        return serialize_entity_key(proto, entity_key_serialization_version=self.key_version)
+
+    def read_values(self, rows: list[dict[str, Any]]) -> list[list[Any]]:
+        """Python values per entity row and feature ref (None where the store has nothing)."""
+        from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+        from feast.type_map import feast_value_type_to_python_type
+
+        result: list[list[Any]] = [[None] * len(self.feature_refs) for _ in rows]
+        conn = self._conn()
+        for lookup in self.views:
+            keys = [self._entity_key(lookup, row) for row in rows]
+            wanted = {name: col for name, col in zip(lookup.fields, lookup.columns, strict=True)}
+            # One indexed query per view; the statement text depends only on the row count,
+            # so sqlite3's statement cache keeps it prepared.
+            sql = (
+                f'SELECT entity_key, feature_name, value FROM "{lookup.table}" '
+                f"WHERE entity_key IN ({','.join('?' * len(set(keys)))})"
+            )
+            positions: dict[bytes, list[int]] = {}
+            for i, key in enumerate(keys):
+                positions.setdefault(key, []).append(i)
+            for key, name, blob in conn.execute(sql, list(positions)):
+                col = wanted.get(name)
+                if col is None:
+                    continue
+                value = feast_value_type_to_python_type(ValueProto.FromString(blob))
+                for i in positions[key]:
+                    result[i][col] = value
+        return result
+
+    def read(self, rows: list[dict[str, Any]]) -> tuple[np.ndarray, list[list[Any]]]:
+        """float32 [len(rows), F] model input (NaN where missing) and the raw values."""
+        values = self.read_values(rows)
+        matrix = np.array(
+            [[math.nan if v is None else float(v) for v in row] for row in values],
+            dtype=np.float32,
+        ).reshape(len(rows), len(self.feature_refs))
+        return matrix, values
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
