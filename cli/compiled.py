@@ -22,7 +22,11 @@ def _emit(target: Any, plan: Any, out_dir: Path) -> Any:
 
 
 def _tree(root: Path) -> set[str]:
-    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()} if root.exists() else set()
+    return (
+        {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+        if root.exists()
+        else set()
+    )
 
 
 def emit_into(target: Any, plan: Any, out_dir: Path) -> Any:

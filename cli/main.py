@@ -5,16 +5,14 @@ Exit codes: 0 ok, 1 spec invalid, 2 usage, 3 apply/gate failed, 4 internal error
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
-
 from specml.cli.output import Reporter
 from specml.compiler.errors import Diagnostic, SpecError, TargetError
 
@@ -30,7 +28,16 @@ app = typer.Typer(
 )
 
 
-class Format(str, Enum):
+def _register_operations() -> None:
+    """Rollout and monitoring commands live in their own modules (cheap imports only)."""
+    from specml.cli.monitor import register as register_monitor
+    from specml.cli.rollout import rollout_app
+
+    app.add_typer(rollout_app, name="rollout")
+    register_monitor(app)
+
+
+class Format(StrEnum):
     human = "human"
     json = "json"
     github = "github"
@@ -41,9 +48,13 @@ FormatOpt = Annotated[
 ]
 OverlayOpt = Annotated[
     list[str] | None,
-    typer.Option("--overlay", "-O", help="Overlay to merge (a path, or NAME for overlays/NAME.yaml)."),
+    typer.Option(
+        "--overlay", "-O", help="Overlay to merge (a path, or NAME for overlays/NAME.yaml)."
+    ),
 ]
-TargetOpt = Annotated[str, typer.Option("--target", "-t", help="Target: local, kubeflow, sagemaker.")]
+TargetOpt = Annotated[
+    str, typer.Option("--target", "-t", help="Target: local, kubeflow, sagemaker.")
+]
 
 
 def _split_args(args: Sequence[str]) -> tuple[list[Path], list[str]]:
@@ -52,7 +63,9 @@ def _split_args(args: Sequence[str]) -> tuple[list[Path], list[str]]:
     overrides: list[str] = []
     for arg in args:
         looks_like_override = ("=" in arg or arg.startswith("~")) and not Path(arg).exists()
-        (overrides if looks_like_override else specs).append(arg if looks_like_override else Path(arg))  # type: ignore[arg-type]
+        (overrides if looks_like_override else specs).append(
+            arg if looks_like_override else Path(arg)
+        )  # type: ignore[arg-type]
     return specs, overrides
 
 
@@ -104,7 +117,9 @@ def _exit_code_for(exc: SpecError) -> int:
     return EXIT_INVALID
 
 
-def _load_plan(spec: Path, overlays: Sequence[str], overrides: Sequence[str], reporter: Reporter) -> Any:
+def _load_plan(
+    spec: Path, overlays: Sequence[str], overrides: Sequence[str], reporter: Reporter
+) -> Any:
     from specml.compiler.api import validate_file
     from specml.compiler.lower import lower
 
@@ -117,14 +132,20 @@ def _load_plan(spec: Path, overlays: Sequence[str], overrides: Sequence[str], re
 def _one_spec(args: Sequence[str], reporter: Reporter) -> tuple[Path, list[str]]:
     specs, overrides = _split_args(args)
     if len(specs) != 1:
-        _fail(reporter, EXIT_USAGE, f"expected exactly one spec file, got {len(specs)}",
-              hint="usage: specml COMMAND SPEC [key=value ...]")
+        _fail(
+            reporter,
+            EXIT_USAGE,
+            f"expected exactly one spec file, got {len(specs)}",
+            hint="usage: specml COMMAND SPEC [key=value ...]",
+        )
     return specs[0], overrides
 
 
 @app.command()
 def validate(
-    args: Annotated[list[str], typer.Argument(help="Spec files, then optional key=value overrides.")],
+    args: Annotated[
+        list[str], typer.Argument(help="Spec files, then optional key=value overrides.")
+    ],
     overlay: OverlayOpt = None,
     format: FormatOpt = Format.human,
 ) -> None:
@@ -136,7 +157,9 @@ def validate(
 
         specs, overrides = _split_args(args)
         if not specs:
-            _fail(reporter, EXIT_USAGE, "no spec file given", hint="specml validate specs/churn.yaml")
+            _fail(
+                reporter, EXIT_USAGE, "no spec file given", hint="specml validate specs/churn.yaml"
+            )
         problems: list[Diagnostic] = []
         invalid = 0
         for spec in specs:
@@ -156,11 +179,15 @@ def validate(
 
 @app.command()
 def schema(
-    output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Folder for the schema files.")] = Path(
-        "schemas"
-    ),
-    check: Annotated[bool, typer.Option("--check", help="Exit 1 if a committed schema file is stale.")] = False,
-    stdout: Annotated[bool, typer.Option("--stdout", help="Print the spec schema instead of writing.")] = False,
+    output_dir: Annotated[
+        Path, typer.Option("--output-dir", "-o", help="Folder for the schema files.")
+    ] = Path("schemas"),
+    check: Annotated[
+        bool, typer.Option("--check", help="Exit 1 if a committed schema file is stale.")
+    ] = False,
+    stdout: Annotated[
+        bool, typer.Option("--stdout", help="Print the spec schema instead of writing.")
+    ] = False,
 ) -> None:
     """Write the JSON Schemas generated from the spec models (spec + overlay), for editors and CI."""
     reporter = Reporter("human")
@@ -173,8 +200,12 @@ def schema(
     if check:
         stale = [p for p, text in files.items() if not p.exists() or p.read_text() != text]
         if stale:
-            _fail(reporter, EXIT_INVALID, f"stale: {', '.join(map(str, stale))}",
-                  hint="run `specml schema` and commit the result")
+            _fail(
+                reporter,
+                EXIT_INVALID,
+                f"stale: {', '.join(map(str, stale))}",
+                hint="run `specml schema` and commit the result",
+            )
         reporter.ok(f"{output_dir} is up to date")
         raise typer.Exit(EXIT_OK)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -185,12 +216,20 @@ def schema(
 
 @app.command()
 def plan(
-    args: Annotated[list[str], typer.Argument(help="Spec file, then optional key=value overrides.")],
-    target: Annotated[str | None, typer.Option("--target", "-t", help="Show what this target would change.")] = None,
+    args: Annotated[
+        list[str], typer.Argument(help="Spec file, then optional key=value overrides.")
+    ],
+    target: Annotated[
+        str | None, typer.Option("--target", "-t", help="Show what this target would change.")
+    ] = None,
     overlay: OverlayOpt = None,
+    against: Annotated[
+        Path | None,
+        typer.Option("--against", "-o", help="Compare with the Plan `specml compile -o DIR` recorded."),
+    ] = None,
     format: FormatOpt = Format.human,
 ) -> None:
-    """Print the Plan (the IR), or with --target what applying it would change."""
+    """Print the Plan (the IR), or with --target a diff of what applying/compiling would change."""
     reporter = Reporter(format.value)
 
     def body() -> int:
@@ -207,9 +246,9 @@ def plan(
         tgt = get_target(target)
         issues = tgt.check(the_plan)
         reporter.diagnostics(issues)
-        changes_fn = getattr(tgt, "plan_changes", None)
-        changes = changes_fn(the_plan, base_dir=spec.parent) if changes_fn else None
-        reporter.changes(target, changes)
+        from specml.cli.authoring import show_plan_diff
+
+        show_plan_diff(reporter, target, the_plan, spec.parent, against)
         return EXIT_INVALID if any(d.severity == "error" for d in issues) else EXIT_OK
 
     _guard(reporter, body)
@@ -217,10 +256,14 @@ def plan(
 
 @app.command(name="compile")
 def compile_(
-    args: Annotated[list[str], typer.Argument(help="Spec file, then optional key=value overrides.")],
+    args: Annotated[
+        list[str], typer.Argument(help="Spec file, then optional key=value overrides.")
+    ],
     target: TargetOpt,
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder.")],
-    check: Annotated[bool, typer.Option("--check", help="Exit 1 if OUTPUT differs from a fresh compile.")] = False,
+    check: Annotated[
+        bool, typer.Option("--check", help="Exit 1 if OUTPUT differs from a fresh compile.")
+    ] = False,
     overlay: OverlayOpt = None,
     format: FormatOpt = Format.human,
 ) -> None:
@@ -244,9 +287,11 @@ def compile_(
                 reporter.diagnostics(
                     [
                         Diagnostic(
-                            f"compiled output is out of date: {d}", file=str(output / d.split(' ')[0]),
+                            f"compiled output is out of date: {d}",
+                            file=str(output / d.split(" ")[0]),
                             hint=f"run `specml compile {spec} --target {target} -o {output}` and commit",
-                            stage="target", code="stale",
+                            stage="target",
+                            code="stale",
                         )
                         for d in differences
                     ]
@@ -263,11 +308,17 @@ def compile_(
 
 @app.command()
 def apply(
-    args: Annotated[list[str], typer.Argument(help="Spec file, then optional key=value overrides.")],
+    args: Annotated[
+        list[str], typer.Argument(help="Spec file, then optional key=value overrides.")
+    ],
     target: TargetOpt = "local",
     overlay: OverlayOpt = None,
-    serve: Annotated[bool, typer.Option("--serve", help="Start the server after a successful apply.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Retrain even if nothing changed.")] = False,
+    serve: Annotated[
+        bool, typer.Option("--serve", help="Start the server after a successful apply.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Retrain even if nothing changed.")
+    ] = False,
     format: FormatOpt = Format.human,
 ) -> None:
     """Apply the spec: run the whole lifecycle (local target: features, training, registry, ONNX)."""
@@ -281,8 +332,12 @@ def apply(
         tgt = get_target(target)
         apply_fn = getattr(tgt, "apply", None)
         if apply_fn is None:
-            _fail(reporter, EXIT_USAGE, f"target '{target}' has no apply",
-                  hint=f"use `specml compile --target {target}` and deploy its output")
+            _fail(
+                reporter,
+                EXIT_USAGE,
+                f"target '{target}' has no apply",
+                hint=f"use `specml compile --target {target}` and deploy its output",
+            )
         issues = tgt.check(the_plan)
         reporter.diagnostics(issues)
         if any(d.severity == "error" for d in issues):
@@ -298,7 +353,9 @@ def apply(
 
 @app.command()
 def serve(
-    args: Annotated[list[str], typer.Argument(help="Spec file, then optional key=value overrides.")],
+    args: Annotated[
+        list[str], typer.Argument(help="Spec file, then optional key=value overrides.")
+    ],
     host: Annotated[str | None, typer.Option(help="Bind address (default from the spec).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default from the spec).")] = None,
     model_dir: Annotated[Path | None, typer.Option(help="Serve this model folder instead.")] = None,
@@ -315,8 +372,11 @@ def serve(
         tgt: Any = get_target("local")
         local = the_plan.targets.local
         tgt.serve(
-            the_plan, base_dir=spec.parent.resolve(), host=host or local.host,
-            port=port or local.port, model_dir=model_dir,
+            the_plan,
+            base_dir=spec.parent.resolve(),
+            host=host or local.host,
+            port=port or local.port,
+            model_dir=model_dir,
         )
         return EXIT_OK
 
@@ -325,7 +385,9 @@ def serve(
 
 @app.command(name="demo-data")
 def demo_data(
-    args: Annotated[list[str], typer.Argument(help="Spec file, then optional key=value overrides.")],
+    args: Annotated[
+        list[str], typer.Argument(help="Spec file, then optional key=value overrides.")
+    ],
     rows: Annotated[int, typer.Option(help="Rows per entity source.")] = 5000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     overlay: OverlayOpt = None,
@@ -347,6 +409,72 @@ def demo_data(
 
 
 @app.command()
+def init(
+    task: Annotated[
+        str, typer.Option("--task", help="binary_classification | multiclass_classification | regression")
+    ] = "binary_classification",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here (default: stdout).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite OUTPUT if it exists.")] = False,
+) -> None:
+    """Write a commented starter spec for a task (it validates as written)."""
+    reporter = Reporter("human")
+
+    def body() -> int:
+        from specml.cli.authoring import write_starter
+
+        text = write_starter(task, output, force)
+        if output is None:
+            sys.stdout.write(text)
+        else:
+            reporter.ok(f"wrote {output}; next: specml validate {output}")
+        return EXIT_OK
+
+    _guard(reporter, body)
+
+
+@app.command()
+def explain(
+    path: Annotated[str, typer.Argument(help="A YAML path, e.g. rollout.steps or training.hyperparameters.lr.")],
+    format: FormatOpt = Format.human,
+) -> None:
+    """Explain a spec field: type, default, description and examples (from the models)."""
+    reporter = Reporter("human")
+
+    def body() -> int:
+        from specml.cli.authoring import _usage, explain_json, explain_text
+
+        try:
+            sys.stdout.write(explain_json(path) if format is Format.json else explain_text(path))
+        except SpecError as exc:
+            raise _usage(exc.diagnostics[0].message, exc.diagnostics[0].hint) from None
+        return EXIT_OK
+
+    _guard(reporter, body)
+
+
+@app.command()
+def docs(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Reference file to write.")] = Path(
+        "docs/reference.md"
+    ),
+    check: Annotated[bool, typer.Option("--check", help="Exit 1 if OUTPUT is stale.")] = False,
+) -> None:
+    """Write the spec reference (every field, generated from the models) to docs/reference.md."""
+    reporter = Reporter("human")
+    from specml.compiler.docs import reference_markdown
+
+    text = reference_markdown()
+    if check:
+        if not output.exists() or output.read_text() != text:
+            _fail(reporter, EXIT_INVALID, f"stale: {output}", hint="run `specml docs` and commit the result")
+        reporter.ok(f"{output} is up to date")
+        raise typer.Exit(EXIT_OK)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text)
+    reporter.ok(f"wrote {output}")
+
+
+@app.command()
 def targets() -> None:
     """List the targets and whether their extra is installed."""
     import importlib.util
@@ -365,6 +493,9 @@ def version() -> None:
     from importlib.metadata import version as pkg_version
 
     typer.echo(pkg_version("specml"))
+
+
+_register_operations()
 
 
 def main() -> None:

@@ -71,7 +71,13 @@ class Reporter:
         errors = sum(1 for p in problems if p.severity == "error")
         warnings = len(problems) - errors
         self.document.update(
-            {"specs": specs, "invalid": invalid, "errors": errors, "warnings": warnings, "ok": invalid == 0}
+            {
+                "specs": specs,
+                "invalid": invalid,
+                "errors": errors,
+                "warnings": warnings,
+                "ok": invalid == 0,
+            }
         )
         if self.fmt == "human" and (invalid or warnings):
             _, err = self._consoles()
@@ -85,10 +91,14 @@ class Reporter:
         out, _ = self._consoles()
         out.print(f"[bold]{plan.system.name}[/] ({plan.spec_hash[:19]}…) owner {plan.system.owner}")
         t = plan.training
-        out.print(f"  training: {t.task}, {t.model.type} {list(t.model.hidden)}, "
-                  f"{len(t.features)} features, accelerator {t.resources.accelerator}")
-        out.print("  steps: " + " → ".join(
-            s.name + (" [if gate]" if s.condition else "") for s in plan.steps))
+        out.print(
+            f"  training: {t.task}, {t.model.type} {list(t.model.hidden)}, "
+            f"{len(t.features)} features, accelerator {t.resources.accelerator}"
+        )
+        out.print(
+            "  steps: "
+            + " → ".join(s.name + (" [if gate]" if s.condition else "") for s in plan.steps)
+        )
         gates = ", ".join(f"{g.metric} {g.op} {g.threshold:g}" for g in plan.evaluation.gates)
         out.print(f"  gates: {gates or 'none'}")
         if plan.rollout:
@@ -108,7 +118,9 @@ class Reporter:
             return
         out, _ = self._consoles()
         if changes is None:
-            out.print(f"target {target}: no recorded state to compare with; apply/compile would create everything")
+            out.print(
+                f"target {target}: no recorded state to compare with; apply/compile would create everything"
+            )
         elif not changes:
             out.print(f"target {target}: up to date, nothing to change")
         else:
@@ -150,5 +162,7 @@ class Reporter:
     def flush(self) -> None:
         """Print the JSON document (json format only)."""
         if self.fmt == "json" and not self._raw:
-            sys.stdout.write(json.dumps(self.document, indent=2, sort_keys=True, default=str) + "\n")
+            sys.stdout.write(
+                json.dumps(self.document, indent=2, sort_keys=True, default=str) + "\n"
+            )
             sys.stdout.flush()

@@ -27,7 +27,9 @@ class ValidatedSpec:
 
 
 def validate_doc(
-    doc: SourceDoc, overlays: Sequence[SourceDoc] = (), overrides: Sequence[str] = (),
+    doc: SourceDoc,
+    overlays: Sequence[SourceDoc] = (),
+    overrides: Sequence[str] = (),
     path: Path | None = None,
 ) -> ValidatedSpec:
     """Compose, validate and check an already-loaded document; raise SpecValidationError."""

@@ -21,7 +21,20 @@ from specml.compiler.spec.monitoring import (
 from specml.compiler.spec.serving import AlertCondition
 
 # Families of SageMaker instances that carry NVIDIA GPUs.
-SAGEMAKER_GPU_FAMILIES = ("g4dn", "g5", "g6", "g6e", "gr6", "p3", "p3dn", "p4d", "p4de", "p5", "p5e", "p5en")
+SAGEMAKER_GPU_FAMILIES = (
+    "g4dn",
+    "g5",
+    "g6",
+    "g6e",
+    "gr6",
+    "p3",
+    "p3dn",
+    "p4d",
+    "p4de",
+    "p5",
+    "p5e",
+    "p5en",
+)
 
 _SECRET_PATTERNS = [
     (re.compile(r"AKIA[0-9A-Z]{16}"), "an AWS access key id"),
@@ -54,8 +67,15 @@ class _Checker:
         line, col = pos if pos else (None, None)
         self.diagnostics.append(
             Diagnostic(
-                message, path=path, file=file, line=line, col=col, hint=hint,
-                severity=severity, stage="check", code=code,
+                message,
+                path=path,
+                file=file,
+                line=line,
+                col=col,
+                hint=hint,
+                severity=severity,
+                stage="check",
+                code=code,
             )
         )
 
@@ -63,8 +83,14 @@ class _Checker:
         if name in known:
             return True
         guess = did_you_mean(name, known)
-        hint = f"did you mean '{guess}'?" if guess else (
-            f"defined {kind}s: {', '.join(sorted(known))}" if known else f"define it under {where}"
+        hint = (
+            f"did you mean '{guess}'?"
+            if guess
+            else (
+                f"defined {kind}s: {', '.join(sorted(known))}"
+                if known
+                else f"define it under {where}"
+            )
         )
         self.report(path, f"unknown {kind} '{name}' (not defined under {where})", hint)
         return False
@@ -78,7 +104,9 @@ class _Checker:
             self.ref((*base, "entity"), "entity", view.entity, entities, "features.entities")
             self.ref((*base, "source"), "data source", view.source, sources, "data.sources")
         label = self.spec.features.label
-        self.ref(("features", "label", "source"), "data source", label.source, sources, "data.sources")
+        self.ref(
+            ("features", "label", "source"), "data source", label.source, sources, "data.sources"
+        )
         owners = self.field_owners()
         if label.field in owners:
             self.report(
@@ -92,15 +120,19 @@ class _Checker:
         for name in entities:
             if name not in used_entities:
                 self.report(
-                    ("features", "entities", name), f"entity '{name}' is not used by any view",
-                    severity="warning", code="unused",
+                    ("features", "entities", name),
+                    f"entity '{name}' is not used by any view",
+                    severity="warning",
+                    code="unused",
                 )
         used_sources = {v.source for v in self.spec.features.views.values()} | {label.source}
         for name in sources:
             if name not in used_sources:
                 self.report(
-                    ("data", "sources", name), f"data source '{name}' is not used",
-                    severity="warning", code="unused",
+                    ("data", "sources", name),
+                    f"data source '{name}' is not used",
+                    severity="warning",
+                    code="unused",
                 )
 
     def field_owners(self) -> dict[str, str]:
@@ -116,7 +148,8 @@ class _Checker:
             self.report(
                 path,
                 f"view '{view_name}' has no feature '{field_name}'",
-                hint=f"did you mean '{view_name}:{guess}'?" if guess
+                hint=f"did you mean '{view_name}:{guess}'?"
+                if guess
                 else f"its features: {', '.join(views[view_name].fields)}",
             )
 
@@ -160,7 +193,9 @@ class _Checker:
         for name, alert in self.spec.alerts.items():
             base = ("alerts", name)
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", name):
-                self.report(base, f"alert name '{name}' must be letters, digits and '_'", code="name")
+                self.report(
+                    base, f"alert name '{name}' must be letters, digits and '_'", code="name"
+                )
             if isinstance(alert, DriftAlert) and isinstance(alert.on, list):
                 for i, ref in enumerate(alert.on):
                     self.feature_ref((*base, "on", i), ref)
@@ -171,13 +206,18 @@ class _Checker:
                     self.report(
                         (*base, "metric"),
                         f"'{alert.metric}' watches '{metric}', which is not a metric of {task}",
-                        hint=f"did you mean '{guess}_drop'?" if guess
+                        hint=f"did you mean '{guess}_drop'?"
+                        if guess
                         else f"metrics for {task}: {', '.join(allowed)}",
                         code="metric",
                     )
             if isinstance(alert, LatencyAlert):
                 objective = getattr(slo, alert.metric)
-                if objective is not None and alert.critical is not None and alert.critical < objective:
+                if (
+                    objective is not None
+                    and alert.critical is not None
+                    and alert.critical < objective
+                ):
                     self.report(
                         (*base, "critical"),
                         f"critical {alert.metric} alert ({alert.critical:g} ms) is below "
@@ -186,15 +226,19 @@ class _Checker:
                         hint=f"set critical to at least {objective:g}, or lower the SLO",
                         code="threshold",
                     )
-            if isinstance(alert, ErrorRateAlert):
-                if slo.error_rate is not None and alert.critical is not None and alert.critical < slo.error_rate:
-                    self.report(
-                        (*base, "critical"),
-                        f"critical error_rate alert ({alert.critical:g}) is below "
-                        f"serving.slo.error_rate ({slo.error_rate:g})",
-                        hint=f"set critical to at least {slo.error_rate:g}",
-                        code="threshold",
-                    )
+            if (
+                isinstance(alert, ErrorRateAlert)
+                and slo.error_rate is not None
+                and alert.critical is not None
+                and alert.critical < slo.error_rate
+            ):
+                self.report(
+                    (*base, "critical"),
+                    f"critical error_rate alert ({alert.critical:g}) is below "
+                    f"serving.slo.error_rate ({slo.error_rate:g})",
+                    hint=f"set critical to at least {slo.error_rate:g}",
+                    code="threshold",
+                )
             if alert.action == "rollback" and self.spec.rollout is None:
                 self.report(
                     (*base, "action"),
@@ -258,7 +302,10 @@ class _Checker:
         if sm is None:
             return
         family = sm.training_instance_type.split(".")[1]
-        if self.spec.training.resources.accelerator == "gpu" and family not in SAGEMAKER_GPU_FAMILIES:
+        if (
+            self.spec.training.resources.accelerator == "gpu"
+            and family not in SAGEMAKER_GPU_FAMILIES
+        ):
             self.report(
                 ("targets", "sagemaker", "training_instance_type"),
                 f"training.resources.accelerator is gpu, but SageMaker instance "
@@ -302,7 +349,12 @@ def scan_secrets(composed: Composed) -> list[Diagnostic]:
             last = path[-1] if path else ""
             if last in ("env", "secret") and len(path) >= 2:
                 return  # the name inside a secret reference, not a value
-            if what is None and isinstance(last, str) and _SECRET_KEY_RE.search(last) and len(node) >= 8:
+            if (
+                what is None
+                and isinstance(last, str)
+                and _SECRET_KEY_RE.search(last)
+                and len(node) >= 8
+            ):
                 what = "a credential"
             if what:
                 file, pos = composed.locate(path)
@@ -310,7 +362,12 @@ def scan_secrets(composed: Composed) -> list[Diagnostic]:
                 found.append(
                     Diagnostic(
                         f"this value looks like {what}; specs never hold secret values",
-                        path=path, file=file, line=line, col=col, stage="check", code="secret",
+                        path=path,
+                        file=file,
+                        line=line,
+                        col=col,
+                        stage="check",
+                        code="secret",
                         hint="reference it instead: `{env: NAME}` or `{secret: name}`",
                     )
                 )

@@ -88,7 +88,9 @@ def resolve_overlay(spec_path: Path, overlay: str) -> Path:
     return spec_path.parent / "overlays" / f"{overlay}.yaml"
 
 
-def _override_error(index: int, text: str, message: str, col: int = 1, hint: str | None = None) -> SpecError:
+def _override_error(
+    index: int, text: str, message: str, col: int = 1, hint: str | None = None
+) -> SpecError:
     return SpecError(
         [
             Diagnostic(
@@ -118,7 +120,8 @@ def _missing_parent(index: int, text: str, data: Any, path: YamlPath) -> SpecErr
         where = ".".join(map(str, path[: depth + 1]))
         guess = did_you_mean(str(part), [str(k) for k in node]) if isinstance(node, dict) else None
         hint = (
-            f"did you mean '{'.'.join(map(str, (*path[:depth], guess)))}'?" if guess
+            f"did you mean '{'.'.join(map(str, (*path[:depth], guess)))}'?"
+            if guess
             else "overrides change existing keys; add missing sections in the spec or an overlay"
         )
         error = _override_error(index, text, f"'{where}' is not in the spec", hint=hint)
@@ -137,9 +140,13 @@ def _split_key(key: str) -> YamlPath:
 def _get_parent(data: Any, path: YamlPath) -> Any:
     node = data
     for part in path[:-1]:
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        if (
+            isinstance(node, dict)
+            and part in node
+            or isinstance(node, list)
+            and isinstance(part, int)
+            and 0 <= part < len(node)
+        ):
             node = node[part]
         else:
             return None
@@ -160,7 +167,9 @@ def apply_overrides(composed: Composed, overrides: Sequence[str]) -> None:
         except HydraException as exc:
             message = str(exc).splitlines()[0]
             raise _override_error(
-                index, text, f"cannot parse override '{text}': {message}",
+                index,
+                text,
+                f"cannot parse override '{text}': {message}",
                 hint="write key=value, e.g. training.hyperparameters.lr=0.01",
             ) from None
         key = override.key_or_group
@@ -174,9 +183,9 @@ def apply_overrides(composed: Composed, overrides: Sequence[str]) -> None:
             )
         parent = _get_parent(composed.data, path)
         last = path[-1]
-        exists = (
-            isinstance(parent, dict) and last in parent
-        ) or (isinstance(parent, list) and isinstance(last, int) and 0 <= last < len(parent))
+        exists = (isinstance(parent, dict) and last in parent) or (
+            isinstance(parent, list) and isinstance(last, int) and 0 <= last < len(parent)
+        )
         if parent is None or not isinstance(parent, dict | list):
             raise _missing_parent(index, text, composed.data, path)
         if override.is_delete():
@@ -194,8 +203,10 @@ def apply_overrides(composed: Composed, overrides: Sequence[str]) -> None:
         if not exists and not override.is_add():
             siblings = parent.keys() if isinstance(parent, dict) else []
             guess = did_you_mean(str(last), [str(s) for s in siblings])
-            hint = f"did you mean '{'.'.join(map(str, (*path[:-1], guess)))}'?" if guess else (
-                f"to add a new key use +{key}=..."
+            hint = (
+                f"did you mean '{'.'.join(map(str, (*path[:-1], guess)))}'?"
+                if guess
+                else (f"to add a new key use +{key}=...")
             )
             raise _override_error(index, text, f"'{key}' is not in the spec", hint=hint)
         if isinstance(parent, list):
@@ -235,7 +246,11 @@ def compose(
                 [
                     Diagnostic(
                         "an overlay must be a mapping of the spec keys it changes",
-                        file=overlay.file, line=1, col=1, stage="compose", code="overlay",
+                        file=overlay.file,
+                        line=1,
+                        col=1,
+                        stage="compose",
+                        code="overlay",
                     )
                 ]
             )

@@ -17,6 +17,7 @@ from specml.compiler.ir import Plan
 Action = Literal["create", "update", "delete"]
 SYMBOL = {"create": "+", "update": "~", "delete": "-"}
 COLOUR = {"create": "green", "update": "yellow", "delete": "red"}
+_BOUND = {">=": "min", "<=": "max"}
 
 
 class _Absent:
@@ -125,13 +126,15 @@ def resources(plan: Plan) -> dict[tuple[str, str], Any]:
     out.update(_keyed("source", fr.sources, lambda s: s.id))
     out.update(_keyed("entity", fr.entities, lambda e: e.id))
     out.update(_keyed("feature_view", fr.views, lambda v: v.id))
-    out[("label", "label")] = _dump(fr.label)
+    name = plan.system.name  # singletons are named after the system, like the endpoint
+    out[("label", name)] = _dump(fr.label)
     training = _dump(plan.training)
     # feature order matters (it is the model's input order), so keep it a list of refs
     training["features"] = [f"{f['view_id']}:{f['field']}" for f in training["features"]]
-    out[("training", "training")] = training
-    out.update(_keyed("gate", plan.evaluation.gates, lambda g: f"{g.metric}{g.op}"))
-    out[("evaluation", "evaluation")] = {
+    out[("training", name)] = training
+    # gates.min.roc_auc and gates.max.rmse in the spec: the same names here
+    out.update(_keyed("gate", plan.evaluation.gates, lambda g: f"{_BOUND[g.op]}.{g.metric}"))
+    out[("evaluation", name)] = {
         "metrics": list(plan.evaluation.metrics),
         "must_beat_production": _dump(plan.evaluation.must_beat_production),
     }
@@ -142,8 +145,8 @@ def resources(plan: Plan) -> dict[tuple[str, str], Any]:
     out.update(_keyed("alert", plan.alerts, lambda a: a.id))
     if plan.retraining is not None:
         out.update(_keyed("trigger", plan.retraining.triggers, _trigger_id))
-        out[("retraining", "retraining")] = {"cooldown_seconds": plan.retraining.cooldown_seconds}
-    out[("notifications", "notifications")] = _dump(plan.notifications)
+        out[("retraining", name)] = {"cooldown_seconds": plan.retraining.cooldown_seconds}
+    out[("notifications", name)] = _dump(plan.notifications)
     out.update(_keyed("step", plan.steps, lambda s: s.name))
     for name in ("local", "kubeflow", "sagemaker"):
         settings = getattr(plan.targets, name)
@@ -189,10 +192,14 @@ def diff_plans(old: Plan | None, new: Plan, previous_source: str | None = None) 
         if key not in before:
             changes.append(ResourceChange(key[0], key[1], "create", field_changes(None, value)))
         elif before[key] != value:
-            changes.append(ResourceChange(key[0], key[1], "update", field_changes(before[key], value)))
+            changes.append(
+                ResourceChange(key[0], key[1], "update", field_changes(before[key], value))
+            )
     for key in before:
         if key not in after:
-            changes.append(ResourceChange(key[0], key[1], "delete", field_changes(before[key], None)))
+            changes.append(
+                ResourceChange(key[0], key[1], "delete", field_changes(before[key], None))
+            )
     return PlanDiff(
         changes=tuple(changes),
         has_previous=old is not None,
@@ -241,8 +248,14 @@ def render(diff: PlanDiff, target: str, colour: bool = True) -> list[str]:
     for change in diff.changes:
         symbol = SYMBOL[change.action]
         style = COLOUR[change.action]
-        verb = {"create": "will be created", "update": "will be updated", "delete": "will be deleted"}
-        lines.append(paint(style, f"  {symbol} {change.address}") + plain(f"  ({verb[change.action]})"))
+        verb = {
+            "create": "will be created",
+            "update": "will be updated",
+            "delete": "will be deleted",
+        }
+        lines.append(
+            paint(style, f"  {symbol} {change.address}") + plain(f"  ({verb[change.action]})")
+        )
         if change.action == "update":
             width = max(len(f.path) for f in change.fields)
             for fc in change.fields:
@@ -251,3 +264,54 @@ def render(diff: PlanDiff, target: str, colour: bool = True) -> list[str]:
     lines.append("")
     lines.append(paint("bold", f"Plan: {diff.summary()}."))
     return lines
+
+
+PLAN_RECORD = ".specml-plan.json"  # what `specml compile` writes beside its output (cli/compiled.py)
+STATE_FILE = "state.json"  # what the local target records in its workdir after an apply
+
+
+def read_recorded_plan(path: Any) -> Plan | None:
+    """A Plan recorded in a JSON file: a Plan itself, or a state document holding one under `plan`."""
+    import json
+    from pathlib import Path
+
+    from specml.compiler.errors import Diagnostic, TargetError
+
+    file = Path(path)
+    if not file.is_file():
+        return None
+    try:
+        document = json.loads(file.read_text())
+        if isinstance(document, dict) and "ir_version" not in document:
+            document = document.get("plan")  # a local state.json: the last applied Plan, if any
+        if isinstance(document, str):
+            document = json.loads(document)
+        if document is None:
+            return None
+        return Plan.model_validate(document)
+    except ValueError as exc:
+        first = str(exc).splitlines()[0]
+        raise TargetError(
+            [
+                Diagnostic(
+                    f"the recorded Plan in {file} cannot be read: {first}",
+                    file=str(file),
+                    hint="it was written by another specml version; apply or compile again to "
+                    "refresh it, or delete the file",
+                    stage="target",
+                    code="stale_state",
+                )
+            ]
+        ) from None
+
+
+def previous_plan_path(target: str, plan: Plan, base_dir: Any, against: Any = None) -> Any:
+    """Where the last Plan for a target is recorded: `--against DIR`, else the local apply state."""
+    from pathlib import Path
+
+    if against is not None:
+        folder = Path(against)
+        return folder if folder.suffix == ".json" else folder / PLAN_RECORD
+    if target == "local":
+        return Path(base_dir) / plan.targets.local.workdir / STATE_FILE
+    return None

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from specml.compiler.errors import Diagnostic, LoadError, YamlPath
 
 try:  # the C composer is ~10x faster; fall back to pure Python where libyaml is missing
@@ -35,10 +34,8 @@ _STD_TAG = "tag:yaml.org,2002:"
 _MERGE_TAG = _STD_TAG + "merge"
 # Plain-data tags only (the resolver gives plain scalars timestamp/value tags implicitly);
 # `!!python/object:...`, `!!binary`, `!!set`, `!!omap` and custom tags are refused.
-_ALLOWED_TAGS = {
-    "", "!",
-    *(_STD_TAG + t for t in ("str", "int", "float", "bool", "null", "map", "seq", "merge", "timestamp", "value")),
-}
+_PLAIN_TAGS = ["str", "int", "float", "bool", "null", "map", "seq", "merge", "timestamp", "value"]
+_ALLOWED_TAGS = {"", "!", *(_STD_TAG + t for t in _PLAIN_TAGS)}
 _IMPLICIT = yaml.resolver.Resolver()
 
 Position = tuple[int, int]  # 1-based line, column
@@ -114,20 +111,25 @@ class _Builder:
             )
         if depth > MAX_DEPTH:
             raise _error(
-                self.file, f"nesting deeper than {MAX_DEPTH} levels", node.start_mark,
+                self.file,
+                f"nesting deeper than {MAX_DEPTH} levels",
+                node.start_mark,
                 hint="check for a recursive anchor or runaway indentation",
             )
         self.doc.positions.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
         tag = node.tag or ""
         if tag not in _ALLOWED_TAGS:
             raise _error(
-                self.file, f"YAML tag '{tag.replace(_STD_TAG, '!!')}' is not allowed", node.start_mark,
+                self.file,
+                f"YAML tag '{tag.replace(_STD_TAG, '!!')}' is not allowed",
+                node.start_mark,
                 hint="specs are plain data: remove the tag",
             )
         if isinstance(node, yaml.ScalarNode):
-            explicit_str = tag == _STD_TAG + "str" and _IMPLICIT.resolve(
-                yaml.ScalarNode, node.value, (True, False)
-            ) != tag  # `!!str 123` stays the string '123'
+            explicit_str = (
+                tag == _STD_TAG + "str"
+                and _IMPLICIT.resolve(yaml.ScalarNode, node.value, (True, False)) != tag
+            )  # `!!str 123` stays the string '123'
             if not node.style and not explicit_str:  # plain: None (pure Python) or "" (libyaml)
                 return _plain_scalar(node.value)
             return node.value
@@ -142,7 +144,9 @@ class _Builder:
         merged: dict[str, Any] = {}
         for key_node, value_node in node.value:
             if key_node.tag == _MERGE_TAG:
-                sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                sources = (
+                    value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                )
                 for src in sources:
                     if not isinstance(src, yaml.MappingNode):
                         raise _error(self.file, "'<<' merges only mappings", src.start_mark)
@@ -151,21 +155,79 @@ class _Builder:
                 continue
             if not isinstance(key_node, yaml.ScalarNode):
                 raise _error(
-                    self.file, "mapping keys must be plain strings", key_node.start_mark,
+                    self.file,
+                    "mapping keys must be plain strings",
+                    key_node.start_mark,
                     hint="use a simple `name:` key",
                 )
             key = str(key_node.value)
             if key in result:
                 raise _error(
-                    self.file, f"duplicate key '{key}'", key_node.start_mark,
+                    self.file,
+                    f"duplicate key '{key}'",
+                    key_node.start_mark,
                     hint="YAML keeps only the last one; remove or rename the duplicate",
                 )
             child = (*path, key)
-            self.doc.key_positions[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            self.doc.key_positions[child] = (
+                key_node.start_mark.line + 1,
+                key_node.start_mark.column + 1,
+            )
             result[key] = self.build(value_node, child, depth + 1)
         for k, v in merged.items():
             result.setdefault(k, v)
         return result
+
+
+def _refuse_alias_bombs(root: yaml.Node, file: str) -> None:
+    """Measure the expanded size before building, so a billion-laughs file is refused at once."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def children(node: yaml.Node) -> list[yaml.Node]:
+        if isinstance(node, yaml.SequenceNode):
+            return list(node.value)
+        if isinstance(node, yaml.MappingNode):
+            return [value for _, value in node.value]
+        return []
+
+    def size(node: yaml.Node, depth: int) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_nodes:
+            raise _error(
+                file,
+                "an anchor contains an alias to itself",
+                node.start_mark,
+                hint="a recursive structure never ends; remove the alias",
+            )
+        if depth > MAX_DEPTH:
+            return 1  # the builder reports the nesting, with its position
+        open_nodes.add(key)
+        total = 1
+        for child in children(node):
+            total += size(child, depth + 1)
+            if total > MAX_NODES:
+                break
+        open_nodes.discard(key)
+        sizes[key] = total
+        return total
+
+    if size(root, 0) <= MAX_NODES:
+        return
+    culprit = root  # the innermost node that alone expands past the limit
+    while True:
+        bigger = [c for c in children(culprit) if sizes.get(id(c), 0) > MAX_NODES]
+        if not bigger:
+            break
+        culprit = bigger[0]
+    raise _error(
+        file,
+        f"this anchor/alias structure expands to more than {MAX_NODES} nodes",
+        culprit.start_mark,
+        hint="a spec never needs this much; this looks like an alias bomb",
+    )
 
 
 def _char_at(text: str, line: int, column: int) -> str:
@@ -190,7 +252,10 @@ def load_text(text: str, file: str = "<spec>") -> SourceDoc:
             problem = "expected a single YAML document, found more than one"
         hint = None
         if mark is not None and _char_at(text, mark.line, mark.column) == "\t":
-            problem, hint = "a tab character; YAML indents with spaces only", "replace tabs with spaces"
+            problem, hint = (
+                "a tab character; YAML indents with spaces only",
+                "replace tabs with spaces",
+            )
         raise _error(file, f"invalid YAML: {problem}", mark, hint=hint) from None
     except yaml.YAMLError as exc:
         raise _error(file, f"invalid YAML: {exc}") from None
@@ -201,6 +266,7 @@ def load_text(text: str, file: str = "<spec>") -> SourceDoc:
         builder.doc.data = None
         return builder.doc
     try:
+        _refuse_alias_bombs(node, file)
         builder.doc.data = builder.build(node, (), 0)
     except RecursionError:
         raise _error(file, "nesting too deep to be a spec", node.start_mark) from None

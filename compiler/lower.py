@@ -51,7 +51,10 @@ def _features(spec: MLSystem) -> ir.FeatureRepo:
     data, feats = spec.data, spec.features
     sources = tuple(
         ir.DataSource(
-            id=name, format=s.format, path=s.path, timestamp_field=s.timestamp,
+            id=name,
+            format=s.format,
+            path=s.path,
+            timestamp_field=s.timestamp,
             created_timestamp_field=s.created_timestamp,
         )
         for name, s in sorted(data.sources.items())
@@ -93,7 +96,11 @@ def _inputs(spec: MLSystem) -> tuple[ir.FeatureRef, ...]:
             key = f"{view_name}:{name}"
             if key not in seen:
                 seen.add(key)
-                refs.append(ir.FeatureRef(view_id=view_name, field=name, dtype=views[view_name].fields[name]))
+                refs.append(
+                    ir.FeatureRef(
+                        view_id=view_name, field=name, dtype=views[view_name].fields[name]
+                    )
+                )
     return tuple(refs)
 
 
@@ -106,7 +113,10 @@ def _training(spec: MLSystem) -> ir.Training:
     if es is not None:
         higher = METRICS[es.metric].higher_is_better if es.metric in METRICS else False
         early = ir.EarlyStopping(
-            metric=es.metric, mode="max" if higher else "min", patience=es.patience, min_delta=es.min_delta
+            metric=es.metric,
+            mode="max" if higher else "min",
+            patience=es.patience,
+            min_delta=es.min_delta,
         )
     accel = t.resources.accelerator
     return ir.Training(
@@ -141,9 +151,13 @@ def _evaluation(spec: MLSystem) -> ir.Evaluation:
     beat = None
     if g.must_beat_production is not None:
         m = g.must_beat_production.metric
-        beat = ir.ChampionGate(metric=m, by=g.must_beat_production.by, higher_is_better=METRICS[m].higher_is_better)
+        beat = ir.ChampionGate(
+            metric=m, by=g.must_beat_production.by, higher_is_better=METRICS[m].higher_is_better
+        )
     return ir.Evaluation(
-        metrics=tuple(metrics_for(spec.training.task)), gates=tuple(gates), must_beat_production=beat
+        metrics=tuple(metrics_for(spec.training.task)),
+        gates=tuple(gates),
+        must_beat_production=beat,
     )
 
 
@@ -175,15 +189,21 @@ def _rollout(spec: MLSystem) -> ir.Rollout | None:
         if isinstance(step, ShadowStep):
             steps.append(
                 ir.RolloutStep(
-                    index=i, kind="shadow", traffic_percent=0.0,
-                    duration_seconds=_seconds(step.shadow), shadow_sample_percent=step.sample,
+                    index=i,
+                    kind="shadow",
+                    traffic_percent=0.0,
+                    duration_seconds=_seconds(step.shadow),
+                    shadow_sample_percent=step.sample,
                 )
             )
         else:
             steps.append(
                 ir.RolloutStep(
-                    index=i, kind="traffic", traffic_percent=step.traffic,
-                    duration_seconds=_seconds(step.hold), shadow_sample_percent=0.0,
+                    index=i,
+                    kind="traffic",
+                    traffic_percent=step.traffic,
+                    duration_seconds=_seconds(step.hold),
+                    shadow_sample_percent=0.0,
                 )
             )
     conditions = tuple(
@@ -230,8 +250,15 @@ def _alerts(spec: MLSystem, inputs: tuple[ir.FeatureRef, ...]) -> tuple[ir.Alert
             window = _seconds(a.window)
         out.append(
             ir.Alert(
-                id=name, kind=kind, metric=metric, features=features, warn=a.warn,
-                critical=a.critical, for_seconds=for_, window_seconds=window, action=a.action,
+                id=name,
+                kind=kind,
+                metric=metric,
+                features=features,
+                warn=a.warn,
+                critical=a.critical,
+                for_seconds=for_,
+                window_seconds=window,
+                action=a.action,
                 description=a.description,
             )
         )
@@ -255,7 +282,12 @@ def _retraining(spec: MLSystem) -> ir.Retraining | None:
             assert isinstance(t, MetricDropTrigger)
             triggers.append(
                 ir.Trigger(
-                    **{**base, "kind": "metric_drop", "metric": t.metric_drop.metric, "by": t.metric_drop.by}
+                    **{
+                        **base,
+                        "kind": "metric_drop",
+                        "metric": t.metric_drop.metric,
+                        "by": t.metric_drop.by,
+                    }
                 )
             )
     return ir.Retraining(triggers=tuple(triggers), cooldown_seconds=_seconds(r.cooldown))
@@ -268,45 +300,80 @@ def _steps(training: ir.Training) -> tuple[ir.Step, ...]:
     """The pipeline DAG; the gate (evaluate) guards export and registration."""
     deterministic_training = training.resources.accelerator == "cpu"
 
-    def step(name: ir.StepKind, deps: tuple[str, ...], inputs: dict[str, str],
-             outputs: list[tuple[str, ir.ArtifactType]], *, cacheable: bool,
-             resources: ir.ComputeResources = _CPU, retries: int = 1,
-             condition: str | None = None) -> ir.Step:
+    def step(
+        name: ir.StepKind,
+        deps: tuple[str, ...],
+        inputs: dict[str, str],
+        outputs: list[tuple[str, ir.ArtifactType]],
+        *,
+        cacheable: bool,
+        resources: ir.ComputeResources = _CPU,
+        retries: int = 1,
+        condition: str | None = None,
+    ) -> ir.Step:
         return ir.Step(
-            name=name, kind=name, depends_on=deps, inputs=inputs,
+            name=name,
+            kind=name,
+            depends_on=deps,
+            inputs=inputs,
             outputs=tuple(ir.ArtifactSpec(name=n, type=t) for n, t in outputs),
-            resources=resources, cacheable=cacheable, retries=retries,
+            resources=resources,
+            cacheable=cacheable,
+            retries=retries,
             condition=condition,  # type: ignore[arg-type]
         )
 
     return (
         step("validate_data", (), {}, [("data_report", "Metrics")], cacheable=False),
-        step("materialize_features", ("validate_data",), {}, [("feature_repo", "Artifact")], cacheable=False),
         step(
-            "build_training_set", ("materialize_features",),
+            "materialize_features",
+            ("validate_data",),
+            {},
+            [("feature_repo", "Artifact")],
+            cacheable=False,
+        ),
+        step(
+            "build_training_set",
+            ("materialize_features",),
             {"feature_repo": "materialize_features.feature_repo"},
-            [("training_set", "Dataset")], cacheable=False,
+            [("training_set", "Dataset")],
+            cacheable=False,
         ),
         step(
-            "train", ("build_training_set",), {"training_set": "build_training_set.training_set"},
+            "train",
+            ("build_training_set",),
+            {"training_set": "build_training_set.training_set"},
             [("model", "Model"), ("train_metrics", "Metrics")],
-            cacheable=deterministic_training, resources=training.resources,
+            cacheable=deterministic_training,
+            resources=training.resources,
         ),
         step(
-            "evaluate", ("train",),
+            "evaluate",
+            ("train",),
             {"model": "train.model", "training_set": "build_training_set.training_set"},
-            [("eval_metrics", "Metrics")], cacheable=True,
+            [("eval_metrics", "Metrics")],
+            cacheable=True,
         ),
         step(
-            "export_onnx", ("evaluate",),
+            "export_onnx",
+            ("evaluate",),
             {"model": "train.model", "training_set": "build_training_set.training_set"},
-            [("onnx_model", "Model")], cacheable=True, condition="gate_passed",
+            [("onnx_model", "Model")],
+            cacheable=True,
+            condition="gate_passed",
         ),
         step(
-            "register", ("export_onnx",),
-            {"onnx_model": "export_onnx.onnx_model", "model": "train.model",
-             "eval_metrics": "evaluate.eval_metrics"},
-            [("registered_model", "Artifact")], cacheable=False, retries=0, condition="gate_passed",
+            "register",
+            ("export_onnx",),
+            {
+                "onnx_model": "export_onnx.onnx_model",
+                "model": "train.model",
+                "eval_metrics": "evaluate.eval_metrics",
+            },
+            [("registered_model", "Artifact")],
+            cacheable=False,
+            retries=0,
+            condition="gate_passed",
         ),
     )
 
@@ -317,14 +384,24 @@ def _targets(spec: MLSystem) -> ir.TargetSettings:
     sm = t.sagemaker
     return ir.TargetSettings(
         local=ir.LocalSettings(workdir=t.local.workdir, port=t.local.port, host=t.local.host),
-        kubeflow=None if kf is None else ir.KubeflowSettings(
-            image=kf.image, namespace=kf.namespace, pipeline_root=kf.pipeline_root,
-            service_account=kf.service_account, storage_uri=kf.storage_uri, retries=kf.retries,
+        kubeflow=None
+        if kf is None
+        else ir.KubeflowSettings(
+            image=kf.image,
+            namespace=kf.namespace,
+            pipeline_root=kf.pipeline_root,
+            service_account=kf.service_account,
+            storage_uri=kf.storage_uri,
+            retries=kf.retries,
             image_pull_secret=_secret(kf.image_pull_secret),
         ),
-        sagemaker=None if sm is None else ir.SagemakerSettings(
-            region=sm.region, instance_type=sm.instance_type,
-            training_instance_type=sm.training_instance_type, image=sm.image,
+        sagemaker=None
+        if sm is None
+        else ir.SagemakerSettings(
+            region=sm.region,
+            instance_type=sm.instance_type,
+            training_instance_type=sm.training_instance_type,
+            image=sm.image,
             role_arn=sm.role.arn if isinstance(sm.role, RoleArn) else None,
             role_from_stack=getattr(sm.role, "from_stack", None),
             kms_key=_secret(sm.kms_key),
@@ -338,8 +415,10 @@ def lower(spec: MLSystem) -> ir.Plan:
     return ir.Plan(
         ir_version=ir.IR_VERSION,
         system=ir.SystemMeta(
-            name=spec.metadata.name, owner=spec.metadata.owner,
-            description=spec.metadata.description, labels=dict(sorted(spec.metadata.labels.items())),
+            name=spec.metadata.name,
+            owner=spec.metadata.owner,
+            description=spec.metadata.description,
+            labels=dict(sorted(spec.metadata.labels.items())),
         ),
         spec_hash=spec_hash(spec),
         features=_features(spec),
@@ -353,7 +432,9 @@ def lower(spec: MLSystem) -> ir.Plan:
         alerts=_alerts(spec, training.features),
         retraining=_retraining(spec),
         notifications=ir.Notifications(
-            webhook_url=_secret(spec.notifications.webhook.url) if spec.notifications.webhook else None,
+            webhook_url=_secret(spec.notifications.webhook.url)
+            if spec.notifications.webhook
+            else None,
             log_alerts=True,
         ),
         steps=_steps(training),

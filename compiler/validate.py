@@ -7,7 +7,6 @@ import typing
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-
 from specml.compiler.compose import Composed
 from specml.compiler.errors import Diagnostic, YamlPath, did_you_mean
 from specml.compiler.spec import MLSystem
@@ -38,14 +37,19 @@ def _clean_loc(loc: tuple[Any, ...], data: Any, missing: bool = False) -> YamlPa
     for i, part in enumerate(loc):
         after = loc[i + 1] if i + 1 < len(loc) else None
         if (
-            isinstance(node, dict) and part in node and after in node
+            isinstance(node, dict)
+            and part in node
+            and after in node
             and (after == part or (i > 0 and isinstance(loc[i - 1], int)))
         ):
             continue  # a union tag that is also a key (`traffic` in {traffic: 5, hold: x}): not a step
-        if isinstance(node, dict) and part in node:
-            path.append(part)
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        if (
+            isinstance(node, dict)
+            and part in node
+            or isinstance(node, list)
+            and isinstance(part, int)
+            and 0 <= part < len(node)
+        ):
             path.append(part)
             node = node[part]
         elif missing and isinstance(node, dict) and isinstance(part, str) and part == loc[-1]:
@@ -147,7 +151,9 @@ def _diagnostic(err: dict[str, Any], composed: Composed) -> Diagnostic:
         if metric is None:
             message = "an alert needs a `metric`"
     elif kind == "unknown_trigger":
-        message = "a retraining trigger needs exactly one of: schedule, alert, new_rows, metric_drop"
+        message = (
+            "a retraining trigger needs exactly one of: schedule, alert, new_rows, metric_drop"
+        )
         if isinstance(given, dict) and given:
             guess = did_you_mean(
                 str(next(iter(given))), ["schedule", "alert", "new_rows", "metric_drop"]
@@ -157,7 +163,9 @@ def _diagnostic(err: dict[str, Any], composed: Composed) -> Diagnostic:
     elif kind == "union_tag_invalid":
         message = f"expected one of {ctx.get('expected_tags')}, got {_short(ctx.get('tag'))}"
         tag = ctx.get("tag")
-        guess = did_you_mean(str(tag), [t.strip().strip("'") for t in str(ctx.get("expected_tags", "")).split(",")])
+        guess = did_you_mean(
+            str(tag), [t.strip().strip("'") for t in str(ctx.get("expected_tags", "")).split(",")]
+        )
         if guess:
             hint = f"did you mean '{guess}'?"
         path = (*path, ctx.get("discriminator", "type").strip("'"))
@@ -175,6 +183,8 @@ def _diagnostic(err: dict[str, Any], composed: Composed) -> Diagnostic:
         message = f"expected {_TYPE_WORDS[kind]}, got {_type_name(given)} {_short(given)}"
     elif kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         message = f"{err['msg'].replace('Input should be', 'must be')} (got {_short(given)})"
+    elif kind == "int_parsing_size":
+        message = f"number too large for a whole number (got {_short(given)})"
     elif kind in ("too_short", "too_long"):
         message = err["msg"].replace("List should", "must").replace("Dictionary should", "must")
     else:
@@ -194,9 +204,8 @@ def _make(
 
 
 def _type_name(value: Any) -> str:
-    return {dict: "a mapping", list: "a list", str: "the string", bool: "the boolean"}.get(
-        type(value), type(value).__name__
-    )
+    names = {dict: "a mapping", list: "a list", str: "the string", bool: "the boolean"}
+    return {**names, type(None): "null"}.get(type(value), type(value).__name__)
 
 
 def _pattern_hint(path: YamlPath) -> str | None:
@@ -219,9 +228,13 @@ def _pattern_hint(path: YamlPath) -> str | None:
 def _lookup(data: Any, path: YamlPath) -> Any:
     node = data
     for part in path:
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        if (
+            isinstance(node, dict)
+            and part in node
+            or isinstance(node, list)
+            and isinstance(part, int)
+            and 0 <= part < len(node)
+        ):
             node = node[part]
         else:
             return None
@@ -232,17 +245,27 @@ def validate_document(composed: Composed) -> tuple[MLSystem | None, list[Diagnos
     """Validate against the models: the model, or None and every problem found."""
     if not isinstance(composed.data, dict):
         file, pos = composed.locate(())
-        kinds = {list: "a list", str: "a single string", bool: "a boolean", int: "a number", float: "a number"}
+        kinds = {
+            list: "a list",
+            str: "a single string",
+            bool: "a boolean",
+            int: "a number",
+            float: "a number",
+        }
         what = "empty" if composed.data is None else kinds.get(type(composed.data), "not a mapping")
         return None, [
             _make(
                 f"a spec must be a mapping with apiVersion, kind, metadata, ...; this file is {what}",
-                (), file, pos or (1, 1), "start from `specml init` or an example in specs/", "not_a_mapping",
+                (),
+                file,
+                pos or (1, 1),
+                "start from `specml init` or an example in specs/",
+                "not_a_mapping",
             )
         ]
     try:
         return MLSystem.model_validate(composed.data), []
     except ValidationError as exc:
-        diagnostics = [_diagnostic(e, composed) for e in exc.errors(include_url=False)]
+        diagnostics = [_diagnostic(dict(e), composed) for e in exc.errors(include_url=False)]
         unique = {(d.file, d.line, d.col, d.message): d for d in diagnostics}
         return None, sorted(unique.values(), key=lambda d: (d.file or "", d.line or 0, d.col or 0))

@@ -94,7 +94,7 @@ def _label(plan: Plan, rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
     return np.maximum(100 + 20 * score + rng.normal(0, 4, n), 1.0).astype("float64")
 
 
-def _asof_features(plan: Plan, tables: dict[str, pd.DataFrame], label_src: str) -> np.ndarray:
+def asof_features(plan: Plan, tables: dict[str, pd.DataFrame], label_src: str) -> np.ndarray:
     """The model's features as of each label row (backward as-of join within each view's TTL)."""
     import numpy as np
     import pandas as pd
@@ -169,7 +169,7 @@ def demo_tables(plan: Plan, rows: int = 2000, seed: int = 0) -> dict[str, pd.Dat
                 if fld.name not in frame:
                     frame[fld.name] = _field_values(rng, fld.dtype, view_trait)
         tables[source.id] = pd.DataFrame(frame)
-    features = _asof_features(plan, tables, label_src)
+    features = asof_features(plan, tables, label_src)
     tables[label_src][plan.features.label.field] = _label(plan, rng, features)
     return tables
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import Field
-
 from specml.compiler.spec.features import (
     DataSection,
     EntityModel,
@@ -44,30 +43,40 @@ class MLSystem(SpecModel):
     )
     data: DataSection = Field(
         description="Raw data sources.",
-        examples=[{"sources": {"customers": {"format": "parquet", "path": "data/c.parquet", "timestamp": "ts"}}}],
+        examples=[
+            {
+                "sources": {
+                    "customers": {"format": "parquet", "path": "data/c.parquet", "timestamp": "ts"}
+                }
+            }
+        ],
     )
     features: FeaturesSection = Field(
         description="Entities, feature views and label.",
         examples=[{"label": {"source": "customers", "field": "churned"}}],
     )
     training: TrainingSection = Field(
-        description="What to learn and how.",
+        description="What to learn and how: task, model, hyperparameters, split and gates.",
         examples=[{"task": "binary_classification", "model": {"type": "mlp"}}],
     )
     serving: ServingSection = Field(
         default_factory=ServingSection,
-        description="How the model is served.",
+        description="How the model is served: format, SLO, batching and replicas.",
         examples=[{"slo": {"p95_latency_ms": 50}}],
     )
     rollout: RolloutSection | None = Field(
         default=None,
         description="How a new model reaches production (shadow, canary steps, rollback).",
-        examples=[{"strategy": "canary", "steps": [{"traffic": 10, "hold": "10m"}, {"traffic": 100}]}],
+        examples=[
+            {"strategy": "canary", "steps": [{"traffic": 10, "hold": "10m"}, {"traffic": 100}]}
+        ],
     )
     alerts: dict[str, AlertModel] = Field(
         default_factory=dict,
         description="Named alerts on drift, latency, errors and model quality.",
-        examples=[{"feature_drift": {"metric": "psi", "on": "features", "warn": 0.1, "critical": 0.2}}],
+        examples=[
+            {"feature_drift": {"metric": "psi", "on": "features", "warn": 0.1, "critical": 0.2}}
+        ],
     )
     retraining: RetrainingSection | None = Field(
         default=None,

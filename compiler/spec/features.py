@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import Field, model_validator
-
 from specml.compiler.spec.types import (
     Dtype,
     Duration,
@@ -69,7 +68,13 @@ class DataSection(SpecModel):
         min_length=1,
         description="Named data sources; feature views and the label refer to them by name.",
         examples=[
-            {"customers": {"format": "parquet", "path": "data/customers.parquet", "timestamp": "event_ts"}}
+            {
+                "customers": {
+                    "format": "parquet",
+                    "path": "data/customers.parquet",
+                    "timestamp": "event_ts",
+                }
+            }
         ],
     )
 

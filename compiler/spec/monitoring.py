@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Discriminator, Field, Tag, model_validator
-
+from pydantic import ConfigDict, Discriminator, Field, Tag, model_validator
 from specml.compiler.spec.types import (
     Cron,
     Duration,
@@ -23,7 +22,7 @@ LATENCY_METRICS = ("p50_latency_ms", "p95_latency_ms", "p99_latency_ms")
 METRIC_DROP_RE = re.compile(r"^([a-z0-9_]+)_drop$")
 ALERT_METRICS = (*DRIFT_METRICS, *LATENCY_METRICS, "error_rate", "<model metric>_drop")
 
-_ACTION = Field(
+_ACTION: Any = Field(
     default="notify",
     description="What happens at critical: `notify`, `rollback` the rollout, or `retrain`.",
     examples=["retrain"],
@@ -31,13 +30,19 @@ _ACTION = Field(
 
 
 class _Thresholds(SpecModel):
+    # The JSON Schema says what the validator below enforces: at least one threshold.
+    model_config = ConfigDict(
+        json_schema_extra={"anyOf": [{"required": ["warn"]}, {"required": ["critical"]}]}
+    )
+
     @model_validator(mode="after")
     def _warn_below_critical(self) -> _Thresholds:
         warn = getattr(self, "warn", None)
         critical = getattr(self, "critical", None)
         if warn is None and critical is None:
             raise RuleError(
-                ("critical",), "an alert needs `warn`, `critical` or both",
+                ("critical",),
+                "an alert needs `warn`, `critical` or both",
                 hint="add `critical: <threshold>`",
             )
         if warn is not None and critical is not None and warn >= critical:
@@ -69,7 +74,9 @@ class DriftAlert(_Thresholds):
         default="1h", description="Window of served traffic compared.", examples=["1h"]
     )
     action: Action = _ACTION
-    description: str = Field(default="", description="Shown with the alert.", examples=["Inputs shifted."])
+    description: str = Field(
+        default="", description="Shown with the alert.", examples=["Inputs shifted."]
+    )
 
 
 class LatencyAlert(_Thresholds):
@@ -78,7 +85,9 @@ class LatencyAlert(_Thresholds):
     metric: Literal["p50_latency_ms", "p95_latency_ms", "p99_latency_ms"] = Field(
         description="Latency percentile.", examples=["p95_latency_ms"]
     )
-    warn: float | None = Field(default=None, gt=0, description="Warning threshold (ms).", examples=[100])
+    warn: float | None = Field(
+        default=None, gt=0, description="Warning threshold (ms).", examples=[100]
+    )
     critical: float | None = Field(
         default=None, gt=0, description="Critical threshold (ms).", examples=[200]
     )
@@ -94,7 +103,9 @@ class ErrorRateAlert(_Thresholds):
 
     metric: Literal["error_rate"] = Field(description="Error ratio.", examples=["error_rate"])
     warn: Fraction | None = Field(default=None, description="Warning threshold.", examples=[0.005])
-    critical: Fraction | None = Field(default=None, description="Critical threshold.", examples=[0.02])
+    critical: Fraction | None = Field(
+        default=None, description="Critical threshold.", examples=[0.02]
+    )
     for_: Duration = Field(
         default="5m", alias="for", description="How long the threshold must hold.", examples=["5m"]
     )
@@ -111,12 +122,16 @@ class MetricDropAlert(_Thresholds):
         examples=["roc_auc_drop"],
     )
     warn: float | None = Field(default=None, gt=0, description="Warning drop.", examples=[0.02])
-    critical: float | None = Field(default=None, gt=0, description="Critical drop.", examples=[0.05])
+    critical: float | None = Field(
+        default=None, gt=0, description="Critical drop.", examples=[0.05]
+    )
     window: Duration = Field(
         default="1d", description="Window of labelled predictions compared.", examples=["1d"]
     )
     action: Action = _ACTION
-    description: str = Field(default="", description="Shown with the alert.", examples=["Accuracy fell."])
+    description: str = Field(
+        default="", description="Shown with the alert.", examples=["Accuracy fell."]
+    )
 
 
 def alert_kind(value: Any) -> str | None:
@@ -157,7 +172,9 @@ class ScheduleTrigger(SpecModel):
 class AlertTrigger(SpecModel):
     """Retrain when an alert reaches critical."""
 
-    alert: Identifier = Field(description="Name of an alert under `alerts`.", examples=["feature_drift"])
+    alert: Identifier = Field(
+        description="Name of an alert under `alerts`.", examples=["feature_drift"]
+    )
 
 
 class NewRowsTrigger(SpecModel):

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag, model_validator
-
 from specml.compiler.spec.types import (
     Duration,
     Fraction,
@@ -25,15 +24,22 @@ class SLOModel(SpecModel):
         default=None, gt=0, le=600_000, description="Median latency objective (ms).", examples=[10]
     )
     p95_latency_ms: float | None = Field(
-        default=None, gt=0, le=600_000, description="95th-percentile latency objective (ms).",
+        default=None,
+        gt=0,
+        le=600_000,
+        description="95th-percentile latency objective (ms).",
         examples=[50],
     )
     p99_latency_ms: float | None = Field(
-        default=None, gt=0, le=600_000, description="99th-percentile latency objective (ms).",
+        default=None,
+        gt=0,
+        le=600_000,
+        description="99th-percentile latency objective (ms).",
         examples=[120],
     )
     error_rate: Fraction | None = Field(
-        default=None, description="Highest acceptable share of failed requests (0-1).",
+        default=None,
+        description="Highest acceptable share of failed requests (0-1).",
         examples=[0.001],
     )
 
@@ -67,7 +73,10 @@ class BatchingModel(SpecModel):
         default=32, ge=1, le=4096, description="Most rows in one batch.", examples=[64]
     )
     max_delay_ms: float = Field(
-        default=2, ge=0, le=1000, description="Longest a request waits for a batch to fill (ms).",
+        default=2,
+        ge=0,
+        le=1000,
+        description="Longest a request waits for a batch to fill (ms).",
         examples=[2],
     )
 
@@ -93,7 +102,9 @@ class ServingResources(SpecModel):
     """Compute for each serving replica."""
 
     cpu: Quantity | None = Field(default=None, description="CPU per replica.", examples=["1"])
-    memory: Quantity | None = Field(default=None, description="Memory per replica.", examples=["2Gi"])
+    memory: Quantity | None = Field(
+        default=None, description="Memory per replica.", examples=["2Gi"]
+    )
     gpus: int = Field(default=0, ge=0, le=8, description="GPUs per replica.", examples=[0])
 
 
@@ -174,7 +185,9 @@ RolloutStepModel = Annotated[
 class AlertCondition(SpecModel):
     """Roll back when this alert reaches critical."""
 
-    alert: Identifier = Field(description="Name of an alert under `alerts`.", examples=["feature_drift"])
+    alert: Identifier = Field(
+        description="Name of an alert under `alerts`.", examples=["feature_drift"]
+    )
 
 
 def _condition_kind(value: Any) -> str | None:
@@ -196,7 +209,10 @@ class AnalysisModel(SpecModel):
 
     interval: Duration = Field(default="1m", description="Time between checks.", examples=["1m"])
     failure_limit: int = Field(
-        default=3, ge=1, le=100, description="Failed checks in a row that trigger rollback.",
+        default=3,
+        ge=1,
+        le=100,
+        description="Failed checks in a row that trigger rollback.",
         examples=[3],
     )
 
@@ -220,7 +236,7 @@ class RolloutSection(SpecModel):
         examples=[{"interval": "1m", "failure_limit": 3}],
     )
     rollback_when: list[RollbackConditionModel] = Field(
-        default_factory=lambda: ["slo_breach"],
+        default_factory=lambda: list[Any](["slo_breach"]),
         description="Conditions that roll the challenger back: `slo_breach` or `{alert: NAME}`.",
         examples=[["slo_breach", {"alert": "feature_drift"}]],
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from pydantic import Discriminator, Field, Tag
-
 from specml.compiler.spec.types import SecretReference, SpecModel
 
 AWS_REGION_RE = r"^[a-z]{2}(-gov)?-[a-z]+-\d$"
@@ -20,7 +19,9 @@ class LocalTargetModel(SpecModel):
         description="Folder (relative to the spec) for state, the feature repo, MLflow and models.",
         examples=[".specml"],
     )
-    host: str = Field(default="127.0.0.1", description="Address the server binds.", examples=["127.0.0.1"])
+    host: str = Field(
+        default="127.0.0.1", description="Address the server binds.", examples=["127.0.0.1"]
+    )
     port: int = Field(default=8080, ge=1, le=65535, description="Server port.", examples=[8080])
 
 
@@ -39,7 +40,9 @@ class KubeflowTargetModel(SpecModel):
         examples=["ml"],
     )
     pipeline_root: str | None = Field(
-        default=None, description="Artifact root for pipeline runs.", examples=["gs://acme-ml/pipelines"]
+        default=None,
+        description="Artifact root for pipeline runs.",
+        examples=["gs://acme-ml/pipelines"],
     )
     service_account: str | None = Field(
         default=None, description="Service account for predictors.", examples=["ml-serving"]
@@ -49,7 +52,9 @@ class KubeflowTargetModel(SpecModel):
         description="Where the registered ONNX model is published for KServe.",
         examples=["s3://acme-ml/models/churn"],
     )
-    retries: int = Field(default=1, ge=0, le=10, description="Retries per pipeline step.", examples=[2])
+    retries: int = Field(
+        default=1, ge=0, le=10, description="Retries per pipeline step.", examples=[2]
+    )
     image_pull_secret: SecretReference | None = Field(
         default=None,
         description="Registry credentials, as a reference to a Kubernetes secret.",
@@ -61,7 +66,9 @@ class RoleFromStack(SpecModel):
     """Take the execution role ARN from another Pulumi stack's output."""
 
     from_stack: str = Field(
-        min_length=1, description="Pulumi stack reference (org/project/stack).", examples=["acme/ml-base/prod"]
+        min_length=1,
+        description="Pulumi stack reference (org/project/stack).",
+        examples=["acme/ml-base/prod"],
     )
 
 
@@ -124,7 +131,9 @@ class TargetsSection(SpecModel):
     """Per-target settings; a target without settings uses its defaults (kubeflow needs an image)."""
 
     local: LocalTargetModel = Field(
-        default_factory=LocalTargetModel, description="Local target.", examples=[{"workdir": ".specml"}]
+        default_factory=LocalTargetModel,
+        description="Local target.",
+        examples=[{"workdir": ".specml"}],
     )
     kubeflow: KubeflowTargetModel | None = Field(
         default=None,

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
-
 from specml.compiler.metrics import METRICS, PRIMARY_METRIC, metrics_for
-from specml.compiler.spec.types import Fraction, Quantity, RuleError, SpecModel
+from specml.compiler.spec.types import Quantity, RuleError, SpecModel
 
 Task = Literal["binary_classification", "multiclass_classification", "regression"]
 
@@ -56,9 +55,7 @@ class Hyperparameters(SpecModel):
     optimizer: Literal["adam", "adamw", "sgd"] = Field(
         default="adam", description="Optimiser.", examples=["adamw"]
     )
-    lr: float = Field(
-        default=1e-3, gt=0, le=10, description="Learning rate.", examples=[0.001]
-    )
+    lr: float = Field(default=1e-3, gt=0, le=10, description="Learning rate.", examples=[0.001])
     weight_decay: float = Field(
         default=0.0, ge=0, le=1, description="L2 weight decay.", examples=[0.0001]
     )
@@ -77,11 +74,16 @@ class EarlyStoppingModel(SpecModel):
         examples=["loss", "roc_auc"],
     )
     patience: int = Field(
-        default=3, ge=1, le=1000, description="Epochs without improvement before stopping.",
+        default=3,
+        ge=1,
+        le=1000,
+        description="Epochs without improvement before stopping.",
         examples=[3],
     )
     min_delta: float = Field(
-        default=0.0, ge=0, description="Smallest change that counts as improvement.",
+        default=0.0,
+        ge=0,
+        description="Smallest change that counts as improvement.",
         examples=[0.001],
     )
 
@@ -95,12 +97,18 @@ class SplitModel(SpecModel):
         examples=["time"],
     )
     holdout: float = Field(
-        default=0.2, gt=0, le=0.5, description="Share of rows held out for the gates.",
+        default=0.2,
+        gt=0,
+        le=0.5,
+        description="Share of rows held out for the gates.",
         examples=[0.2],
     )
     validation: float = Field(
-        default=0.1, ge=0, le=0.5,
-        description="Share of the training rows used for early stopping.", examples=[0.1],
+        default=0.1,
+        ge=0,
+        le=0.5,
+        description="Share of the training rows used for early stopping.",
+        examples=[0.1],
     )
 
 
@@ -128,7 +136,9 @@ class MustBeatProduction(SpecModel):
 
     metric: str = Field(description="Metric to compare.", examples=["roc_auc"])
     by: float = Field(
-        default=0.0, ge=0, description="Required margin in the metric's better direction.",
+        default=0.0,
+        ge=0,
+        description="Required margin in the metric's better direction.",
         examples=[0.005],
     )
 
@@ -172,7 +182,7 @@ class TrainingSection(SpecModel):
     model: ModelChoice
     hyperparameters: Hyperparameters = Field(
         default_factory=Hyperparameters,
-        description="Optimiser settings.",
+        description="Optimiser settings: optimizer, learning rate, epochs and batch size.",
         examples=[{"lr": 0.001, "epochs": 20, "batch_size": 512}],
     )
     split: SplitModel = Field(
@@ -186,7 +196,10 @@ class TrainingSection(SpecModel):
         examples=[{"metric": "loss", "patience": 3}],
     )
     seed: int = Field(
-        default=0, ge=0, le=2**31 - 1, description="Random seed (training is deterministic on CPU).",
+        default=0,
+        ge=0,
+        le=2**31 - 1,
+        description="Random seed (training is deterministic on CPU).",
         examples=[7],
     )
     resources: TrainingResources = Field(
@@ -231,7 +244,9 @@ class TrainingSection(SpecModel):
                     )
         beat = self.gates.must_beat_production
         if beat is not None:
-            _check_metric(self.task, beat.metric, ("gates", "must_beat_production", "metric"), allowed)
+            _check_metric(
+                self.task, beat.metric, ("gates", "must_beat_production", "metric"), allowed
+            )
         if self.early_stopping is not None and self.early_stopping.metric != "loss":
             _check_metric(
                 self.task,

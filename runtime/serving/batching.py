@@ -2,11 +2,11 @@
 
 The policy (`DynamicBatcher`): one batch is in flight at a time, on a worker thread, so the event
 loop stays free. While it runs, new requests queue. When the worker is free it takes the queue:
-- if the last batch held a single request (the server is idle or lightly loaded) it runs the queue
-  at once, so a lone client pays no batching delay;
-- otherwise it waits until the queue holds as many rows as the last batch did (the clients it has
-  seen are back) or `max_batch_size` rows, but never longer than `max_delay_ms` after the oldest
-  request arrived.
+- if no request arrived while another was outstanding during the previous cycle (a lone client,
+  or a lightly loaded server) it runs the queue at once, so such clients pay no batching delay;
+- otherwise it waits until the queue holds as many requests as were outstanding at the previous
+  cycle's peak (the concurrent clients it has seen are back) or `max_batch_size` rows, but never
+  longer than `max_delay_ms` after the oldest queued request arrived.
 A batch never exceeds `max_batch_size` rows, except that one request larger than that runs alone.
 `UnbatchedRunner` is the batching-disabled path: each request runs alone on a thread pool.
 """
@@ -72,7 +72,9 @@ class DynamicBatcher:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="specml-batch")
         self._queue: deque[_Pending] = deque()
         self._queued_rows = 0
-        self._last_batch_requests = 1
+        self._outstanding = 0  # submitted, not yet answered
+        self._peak = 1  # most outstanding requests seen at a submit since the last batch started
+        self._last_peak = 1
         self._draining = False
         self._filled: asyncio.Event | None = None
 
@@ -82,19 +84,25 @@ class DynamicBatcher:
         pending = _Pending(features, loop.create_future())
         self._queue.append(pending)
         self._queued_rows += int(features.shape[0])
+        self._outstanding += 1
+        if self._outstanding > self._peak:
+            self._peak = self._outstanding
         if self._filled is not None and self._is_full():
             self._filled.set()
         if not self._draining:
             self._draining = True
             loop.create_task(self._drain())
-        return await pending.future
+        try:
+            return await pending.future
+        finally:
+            self._outstanding -= 1
 
     def _is_full(self) -> bool:
-        target = min(self.max_batch_size, self._last_batch_requests)
+        target = min(self.max_batch_size, self._last_peak)
         return len(self._queue) >= target or self._queued_rows >= self.max_batch_size
 
     async def _wait_for_companions(self) -> None:
-        if self._last_batch_requests <= 1 or self.max_delay == 0 or self._is_full():
+        if self._last_peak <= 1 or self.max_delay == 0 or self._is_full():
             return
         deadline = self._queue[0].enqueued + self.max_delay
         timeout = deadline - time.perf_counter()
@@ -124,7 +132,7 @@ class DynamicBatcher:
             while self._queue:
                 await self._wait_for_companions()
                 batch = self._take_batch()
-                self._last_batch_requests = len(batch)
+                self._last_peak, self._peak = self._peak, len(self._queue) + len(batch)
                 start = time.perf_counter()
                 if len(batch) == 1:
                     features = batch[0].features

@@ -122,10 +122,10 @@ class HttpProtocol(asyncio.Protocol):
         self._closing = False
         self._paused = False
         self._sent_continue = False
+        self._pending_failure = HttpResponse(400)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
         self._connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -204,7 +204,8 @@ def decode_infer(
         if "data" not in tensor:
             raise ProtocolError(f"{where} is missing 'data'")
         flat = _json_data(tensor["data"], datatype, count, where)
-    features = flat.astype(np.float32, copy=False).reshape(shape)
+    with np.errstate(over="ignore"):  # values beyond FP32 become inf, refused just below
+        features = flat.astype(np.float32, copy=False).reshape(shape)
     if np.isinf(features).any():
         raise ProtocolError(f"{where} holds infinite values (or values too large for FP32)")
     return InferRequest(request_id, features, _decode_outputs(header, params, model_outputs))

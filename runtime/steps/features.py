@@ -198,10 +198,17 @@ def historical_features(repo_path: str | Path, plan: Plan, entity_df: pd.DataFra
     store = open_store(repo_path)
     refs = feature_refs(plan)
     rows = entity_df.reset_index(drop=True).assign(specml_row=lambda d: range(len(d)))
-    job = store.get_historical_features(entity_df=rows, features=refs, full_feature_names=True)
-    found = job.to_df().rename(columns={r.replace(":", "__"): r for r in refs})
-    found = found.drop_duplicates("specml_row").set_index("specml_row")[refs]
-    return rows.drop(columns="specml_row").join(found.reindex(range(len(rows))))
+    out = rows.drop(columns="specml_row")
+    by_view: dict[str, list[str]] = {}
+    for ref in refs:  # one view per query, so a view without history cannot drop another's values
+        by_view.setdefault(ref.split(":")[0], []).append(ref)
+    for view_refs in by_view.values():
+        job = store.get_historical_features(entity_df=rows, features=view_refs,
+                                            full_feature_names=True)
+        found = job.to_df().rename(columns={r.replace(":", "__"): r for r in view_refs})
+        found = found.drop_duplicates("specml_row").set_index("specml_row")[view_refs]
+        out = out.join(found.reindex(range(len(rows))))
+    return out[[*entity_df.columns, *refs]]
 
 
 def online_features(repo_path: str | Path, plan: Plan, entity_rows: list[dict[str, Any]]) -> np.ndarray:

@@ -18,8 +18,12 @@ from specml.compiler.ir import Plan, Step
 # Pipeline parameters every component receives (the same names as StepContext's fields).
 RUNTIME_PARAMS: tuple[str, ...] = ("plan_json", "workdir", "data_dir", "tracking_uri", "run_id")
 
-# The step output that carries the evaluate gate's decision to `dsl.If`.
-GATE_OUTPUT = "gate_passed"
+# The evaluate step's gate decision (StepResult.values["gate_passed"]) leaves the component as
+# its single return value, KFP output key `Output`. Not a NamedTuple field named gate_passed:
+# kfp.local 2.17's condition evaluator resolves only `<task>-Output` channels, and treats any
+# other named output as unresolvable, i.e. the gate would always be closed when run locally.
+GATE_VALUE = "gate_passed"
+GATE_OUTPUT = "Output"
 GATE_PRODUCER_KIND = "evaluate"
 
 _BODY = '''\
@@ -55,7 +59,7 @@ _LOG_METRICS = '''\
 _GATE_RETURN = '''\
     if {gate!r} not in result.values:
         raise RuntimeError("step {step_name!r} did not report {gate!r}")
-    return NamedTuple("Outputs", [({gate!r}, bool)])(bool(result.values[{gate!r}]))
+    return bool(result.values[{gate!r}])
 '''
 
 
@@ -106,7 +110,7 @@ def component_source(plan: Plan, step: Step) -> str:
         output_names.add(name)
         params.append(f"    {name}: Output[{artifact.type}],")
     produces_gate = step.kind == GATE_PRODUCER_KIND
-    returns = f' -> NamedTuple("Outputs", [("{GATE_OUTPUT}", bool)])' if produces_gate else ""
+    returns = " -> bool" if produces_gate else ""
     inputs = "{" + ", ".join(f"{n!r}: {n}.path" for n in sorted(step.inputs)) + "}"
     outputs = "{" + ", ".join(f"{a.name!r}: {a.name}.path" for a in step.outputs) + "}"
     metrics_outputs = ", ".join(a.name for a in step.outputs if a.type == "Metrics")
@@ -120,7 +124,7 @@ def component_source(plan: Plan, step: Step) -> str:
     if metrics_outputs:
         source += _LOG_METRICS.format(metrics_outputs=metrics_outputs)
     if produces_gate:
-        source += _GATE_RETURN.format(gate=GATE_OUTPUT, step_name=step.name)
+        source += _GATE_RETURN.format(gate=GATE_VALUE, step_name=step.name)
     return source
 
 
@@ -134,7 +138,7 @@ def make_component(plan: Plan, step: Step, base_image: str) -> Any:
     linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
     namespace: dict[str, Any] = {}
     exec(  # noqa: S102 - our own generated, deterministic source
-        compile("from typing import NamedTuple\nfrom kfp.dsl import *\n", filename + "-prelude", "exec", dont_inherit=True),
+        compile("from kfp.dsl import *\n", filename + "-prelude", "exec", dont_inherit=True),
         namespace,
     )
     # dont_inherit: this module's `from __future__ import annotations` would turn the

@@ -30,7 +30,7 @@ _ManifestDumper.add_representer(str, _str_representer)
 def dump_manifest(doc: dict[str, Any], header: str = "") -> str:
     """One manifest as YAML text: keys in the order built (stable), block style, trailing newline."""
     body = yaml.dump(
-        doc, Dumper=_ManifestDumper, sort_keys=False, default_flow_style=False, width=100,
+        doc, Dumper=_ManifestDumper, sort_keys=False, default_flow_style=False, width=10_000,
         allow_unicode=True,
     )
     comment = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines())
@@ -53,6 +53,11 @@ def common_labels(plan: Plan) -> dict[str, str]:
 def common_annotations(plan: Plan) -> dict[str, str]:
     """Annotations every manifest carries: the spec hash, for lineage."""
     return {"specml.io/spec-hash": plan.spec_hash, "specml.io/ir-version": plan.ir_version}
+
+
+def short_hash(plan: Plan) -> str:
+    """The spec hash's first 12 hex digits, for headers."""
+    return plan.spec_hash.rsplit(":", 1)[-1][:12]
 
 
 def namespace(plan: Plan) -> str:

@@ -14,6 +14,7 @@ from specml.compiler.ir import Plan, Step
 from specml.targets.kubeflow.components import (
     GATE_OUTPUT,
     GATE_PRODUCER_KIND,
+    GATE_VALUE,
     make_component,
 )
 
@@ -47,7 +48,7 @@ def _gate_producer(plan: Plan) -> Step:
         raise TargetError(
             [
                 Diagnostic(
-                    f"steps conditioned on '{GATE_OUTPUT}' need exactly one "
+                    f"steps conditioned on '{GATE_VALUE}' need exactly one "
                     f"'{GATE_PRODUCER_KIND}' step, found {len(producers)}",
                     path=("steps",),
                     stage="target",

@@ -26,6 +26,7 @@ class Names:
     """Every name the program gives a resource; IAM ARNs are built from `prefix`."""
 
     prefix: str
+    project: str  # the Pulumi project name; config keys are `<project>:<key>`
     endpoint: str
     pipeline: str
     model_package_group: str
@@ -35,6 +36,7 @@ class Names:
         prefix = sm_name(plan.system.name, limit=40).lower()
         return cls(
             prefix=prefix,
+            project=f"specml-{prefix}",
             endpoint=sm_name(plan.endpoint.name),
             pipeline=sm_name(prefix, "training"),
             model_package_group=sm_name(prefix, plan.registry.name) if plan.registry.name != prefix

@@ -1,0 +1,65 @@
+"""`python -m specml.runtime <kind> --plan plan.json --workdir DIR --data-dir DIR [--input n=p] [--output n=p]`.
+
+Prints the StepResult as JSON. Exit codes: 0 ok, 1 step failed (clean message), 2 usage, 3 the
+evaluate gate failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from specml.compiler.errors import SpecError
+from specml.runtime.contract import STEP_IMPLEMENTATIONS, StepContext, run_step
+
+
+def _pairs(values: list[str], flag: str, parser: argparse.ArgumentParser) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for item in values:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            parser.error(f"{flag} expects NAME=PATH, got {item!r}")
+        out[name] = Path(path)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one pipeline step from the command line."""
+    parser = argparse.ArgumentParser(prog="python -m specml.runtime", description=__doc__)
+    parser.add_argument("kind", choices=sorted(STEP_IMPLEMENTATIONS))
+    parser.add_argument("--plan", required=True, type=Path, help="the Plan's JSON file")
+    parser.add_argument("--workdir", required=True, type=Path)
+    parser.add_argument("--data-dir", required=True, type=Path)
+    parser.add_argument("--tracking-uri", default=None, help="MLflow URI (default: sqlite in workdir)")
+    parser.add_argument("--run-id", default=None)
+    parser.add_argument("--input", action="append", default=[], metavar="NAME=PATH")
+    parser.add_argument("--output", action="append", default=[], metavar="NAME=PATH")
+    args = parser.parse_args(argv)
+    ctx = StepContext(workdir=args.workdir, data_dir=args.data_dir,
+                      tracking_uri=args.tracking_uri, run_id=args.run_id)
+    try:
+        plan_text = args.plan.read_text()
+    except OSError as exc:
+        print(f"error: cannot read plan {args.plan}: {exc.strerror}", file=sys.stderr)
+        return 2
+    try:
+        result = run_step(args.kind, plan_text, ctx, _pairs(args.input, "--input", parser),
+                          _pairs(args.output, "--output", parser))
+    except SpecError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    print(json.dumps({"values": result.values, "metrics": result.metrics}, sort_keys=True,
+                     indent=2, default=str))
+    if args.kind == "evaluate" and result.values.get("gate_passed") is False:
+        failed = [g for g in result.values.get("gates", []) if not g["passed"]]
+        for g in failed:
+            print(f"gate failed: {g['gate']}: {g['metric']}={g['value']:.4f} "
+                  f"misses by {-g['margin']:.4f}", file=sys.stderr)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

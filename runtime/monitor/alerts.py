@@ -1,0 +1,156 @@
+"""Alert evaluation with `for` persistence, the alert log, the webhook, and action callbacks.
+
+Latency and error-rate alerts are judged on `LiveFigures` (from Prometheus snapshots), metric_drop
+alerts on holdout-vs-delayed-label metric values, drift alerts on a `DriftReport`. A breach must
+last `for_seconds` before the alert fires (Prometheus' pending -> firing); a level change is
+written to `<workdir>/alerts.jsonl`, POSTed to the webhook when the Plan names one and its secret
+resolves, and a newly critical alert calls the callback of its action (notify/rollback/retrain).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from specml.compiler.ir import Alert, Plan, SecretRef
+from specml.compiler.metrics import METRICS
+from specml.runtime.monitor.drift import DriftReport
+from specml.runtime.monitor.events import LEVEL_ORDER, AlertEvent, Level, evaluate_drift_alerts, level_for
+from specml.runtime.monitor.live import LiveFigures
+
+ALERT_LOG = "alerts.jsonl"
+ActionCallback = Callable[[AlertEvent], None]
+
+
+def resolve_secret(ref: SecretRef | None, env: Mapping[str, str] | None = None) -> str | None:
+    """A secret's value at run time: `env` refs read the environment; `secret` refs read
+    `SPECML_SECRET_<NAME>` (the local target's stand-in for a secret store). None if unset."""
+    if ref is None:
+        return None
+    source = os.environ if env is None else env
+    name = ref.name if ref.kind == "env" else "SPECML_SECRET_" + ref.name.upper().replace("-", "_")
+    return source.get(name) or None
+
+
+def metric_drop(metric: str, holdout: float | None, live: float | None) -> float | None:
+    """How far a live metric fell from its holdout value, in its worse direction (>0 is worse)."""
+    if holdout is None or live is None:
+        return None
+    info = METRICS.get(metric)
+    higher_is_better = info.higher_is_better if info else True
+    return holdout - live if higher_is_better else live - holdout
+
+
+@dataclass
+class _Pending:
+    level: Level = "ok"  # level currently breached (not yet firing if for_seconds not reached)
+    since: float | None = None
+
+
+@dataclass
+class AlertMonitor:
+    """Keeps each alert's level over time and emits events when a level changes."""
+
+    plan: Plan
+    workdir: Path
+    callbacks: Mapping[str, ActionCallback] = field(default_factory=dict)
+    env: Mapping[str, str] | None = None
+    webhook_timeout_s: float = 2.0
+    firing: dict[str, Level] = field(default_factory=dict)
+    _pending: dict[str, _Pending] = field(default_factory=dict)
+
+    def observe(
+        self,
+        now: float,
+        live: LiveFigures | None = None,
+        drift: DriftReport | None = None,
+        prediction_drift: DriftReport | None = None,
+        holdout_metrics: Mapping[str, float] | None = None,
+        live_metrics: Mapping[str, float] | None = None,
+    ) -> list[AlertEvent]:
+        """Evaluate every alert that has data at `now`; returns the events whose level changed."""
+        raw: list[AlertEvent] = evaluate_drift_alerts(self.plan.alerts, drift, prediction_drift, at=now)
+        for alert in self.plan.alerts:
+            value: float | None
+            if alert.kind in ("latency", "error_rate") and live is not None:
+                value = live.get(alert.metric)
+            elif alert.kind == "metric_drop" and holdout_metrics is not None and live_metrics is not None:
+                value = metric_drop(
+                    alert.metric, holdout_metrics.get(alert.metric), live_metrics.get(alert.metric)
+                )
+            else:
+                continue
+            level, threshold = level_for(alert, value)
+            raw.append(
+                AlertEvent(alert.id, alert.kind, alert.metric, level, value, threshold, alert.action, now)
+            )
+        changed = []
+        for event in raw:
+            fired = self._persist(self.plan.alert(event.alert_id), event, now)
+            if fired is not None:
+                changed.append(fired)
+        for event in changed:
+            self.emit(event)
+        return changed
+
+    def _persist(self, alert: Alert, event: AlertEvent, now: float) -> AlertEvent | None:
+        """Apply `for_seconds`: a worse level fires once it has held that long; better at once."""
+        pending = self._pending.setdefault(alert.id, _Pending())
+        if event.level != pending.level or pending.since is None:
+            pending.level, pending.since = event.level, now
+        current = self.firing.get(alert.id, "ok")
+        if event.level == current:
+            return None
+        improving = LEVEL_ORDER[event.level] < LEVEL_ORDER[current]
+        if improving or now - pending.since >= alert.for_seconds:
+            self.firing[alert.id] = event.level
+            return event
+        return None
+
+    def emit(self, event: AlertEvent) -> None:
+        """Log the event, POST it to the webhook, and run its action when it turns critical."""
+        line = event.to_json()
+        line["system"] = self.plan.system.name
+        if self.plan.notifications.log_alerts:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            with open(self.workdir / ALERT_LOG, "a", encoding="utf-8") as log:
+                log.write(json.dumps(line, sort_keys=True) + "\n")
+        url = resolve_secret(self.plan.notifications.webhook_url, self.env)
+        if url:
+            post_webhook(url, line, self.webhook_timeout_s, self.workdir / ALERT_LOG)
+        if event.level == "critical":
+            callback = self.callbacks.get(event.action)
+            if callback is not None:
+                callback(event)
+
+
+def post_webhook(url: str, payload: Mapping[str, Any], timeout_s: float, log_path: Path | None) -> bool:
+    """POST one event as JSON; a failure is logged (never raised) so monitoring keeps going."""
+    body = json.dumps(payload, sort_keys=True).encode()
+    request = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
+            return 200 <= response.status < 300
+    except OSError as exc:
+        if log_path is not None:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(log_path, "a", encoding="utf-8") as log:
+                note = {"webhook_error": type(exc).__name__, "alert_id": payload.get("alert_id")}
+                log.write(json.dumps(note, sort_keys=True) + "\n")
+        return False
+
+
+def read_alert_log(workdir: Path) -> list[dict[str, Any]]:
+    """Every event in the alert log, oldest first (webhook error notes left out)."""
+    path = Path(workdir) / ALERT_LOG
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if "alert_id" in r and "level" in r]

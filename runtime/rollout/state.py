@@ -1,0 +1,91 @@
+"""The rollout's persisted state, written atomically so a crash never leaves half a file."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+Status = Literal["pending", "shadow", "canary", "promoted", "rolled_back"]
+TERMINAL: tuple[str, ...] = ("promoted", "rolled_back")
+STATE_FORMAT = 1
+
+
+@dataclass
+class RolloutState:
+    """Where a rollout is: status, step, traffic, the failure streak, hold time and history."""
+
+    model: str
+    challenger_version: str
+    champion_version: str | None
+    rollout: dict[str, Any]  # the Plan's ir.Rollout, dumped, so resume needs only this file
+    slo: dict[str, Any]  # the Plan's ir.SLO, dumped
+    time_scale: float = 1.0
+    status: Status = "pending"
+    step_index: int = -1  # -1 while pending
+    traffic_percent: float = 0.0  # users answered by the challenger
+    shadow_sample_percent: float = 0.0  # requests mirrored to the challenger (shadow steps)
+    held_seconds: float = 0.0  # healthy analysed time in the current step (scaled clock seconds)
+    consecutive_failures: int = 0
+    last_tick_at: float | None = None
+    started_at: float | None = None
+    updated_at: float | None = None
+    reason: str | None = None  # why it was promoted / rolled back
+    last_figures: dict[str, Any] = field(default_factory=dict)
+    last_breaches: list[str] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    format: int = STATE_FORMAT
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+
+def save_state(state: RolloutState, path: str | Path) -> Path:
+    """Write temp file in the same folder, fsync it, os.replace over the state, fsync the folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(state.to_json(), sort_keys=True, indent=2) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # make the rename itself durable
+    finally:
+        os.close(dir_fd)
+    return path
+
+
+def load_state(path: str | Path) -> RolloutState:
+    """Read the state file (leftover temp files from a killed write are never read)."""
+    from specml.compiler.errors import Diagnostic, TargetError
+
+    path = Path(path)
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TargetError(
+            [Diagnostic(f"no rollout state at {path}", hint="start a rollout first", stage="target",
+                        code="no_rollout")]
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise TargetError(
+            [Diagnostic(f"rollout state {path} is not valid JSON: {exc.msg}", stage="target",
+                        code="bad_rollout_state", hint="restore it from the history or start over")]
+        ) from None
+    return RolloutState(**payload)

@@ -1,0 +1,101 @@
+"""register: log lineage and artefacts to the training run, register a version, alias it challenger.
+
+`promote` moves the champion alias and publishes that version to `<workdir>/serving/current/`,
+the folder the model server reads (model.onnx + serving.json with the registry version).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from specml.compiler.ir import Plan
+from specml.runtime.contract import StepContext, StepResult
+from specml.runtime.steps.common import data_hash, need, read_json, write_json
+from specml.runtime.steps.export import MANIFEST
+from specml.runtime.steps.tracking import client, code_version, log_params, start_run
+
+REGISTERED = "registered_model.json"
+
+
+def _artifact_file(path: Path, name: str) -> Path:
+    """A file artifact: the path itself when it names a file (has a suffix), else name inside it."""
+    return path if path.suffix else path / name
+
+
+def register(plan: Plan, ctx: StepContext, inputs: dict[str, Path], outputs: dict[str, Path]
+             ) -> StepResult:
+    """Log plan, hashes, code version and artefacts; create a registry version aliased challenger."""
+    from mlflow.exceptions import MlflowException
+
+    onnx_dir = need(inputs, "onnx_model", "register")
+    model_dir = need(inputs, "model", "register")
+    eval_path = inputs.get("eval_metrics")
+    meta = json.loads((model_dir / "model.json").read_text())
+    mlflow = client(ctx)
+    run_id = meta.get("mlflow_run_id") or start_run(plan, ctx, run_name=f"{plan.system.name}-register")
+    hashes = {"specml.spec_hash": plan.spec_hash, "specml.data_hash": data_hash(plan, ctx.data_dir)}
+    versions = code_version()
+    for key, value in {**hashes, **{f"specml.{k}": v for k, v in versions.items()}}.items():
+        mlflow.set_tag(run_id, key, value)
+    log_params(ctx, run_id, {"spec_hash": plan.spec_hash})
+    with tempfile.TemporaryDirectory() as tmp:
+        plan_file = Path(tmp) / "plan.json"
+        plan_file.write_text(plan.to_json())
+        mlflow.log_artifact(run_id, str(plan_file), "plan")
+    mlflow.log_artifacts(run_id, str(onnx_dir), "model")
+    mlflow.log_artifacts(run_id, str(model_dir), "torch")
+    if eval_path is not None and Path(eval_path).exists():
+        mlflow.log_artifact(run_id, str(eval_path), "eval")
+    name = plan.registry.name
+    try:
+        mlflow.create_registered_model(name, tags={"specml.system": plan.system.name},
+                                       description=plan.system.description)
+    except MlflowException as exc:
+        if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
+            raise
+    source = f"{mlflow.get_run(run_id).info.artifact_uri}/model"
+    version = mlflow.create_model_version(name, source, run_id=run_id, tags=hashes)
+    mlflow.set_registered_model_alias(name, plan.registry.challenger_alias, version.version)
+    record = {"name": name, "version": str(version.version), "run_id": run_id, "source": source,
+              "aliases": [plan.registry.challenger_alias], **hashes, **versions}
+    write_json(_artifact_file(need(outputs, "registered_model", "register"), REGISTERED), record)
+    return StepResult(values={"model_name": name, "model_version": str(version.version),
+                              "mlflow_run_id": run_id})
+
+
+def read_registered(path: Path) -> dict[str, Any]:
+    """The record register wrote (name, version, run_id, source, hashes)."""
+    return read_json(_artifact_file(Path(path), REGISTERED))
+
+
+def publish(plan: Plan, ctx: StepContext, version: str, slot: str = "current") -> Path:
+    """Copy a registered version's model.onnx + serving.json to <workdir>/serving/<slot>, atomically."""
+    mlflow = client(ctx)
+    mv = mlflow.get_model_version(plan.registry.name, str(version))
+    serving = Path(ctx.workdir) / "serving"
+    serving.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{slot}-", dir=serving))
+    downloaded = Path(mlflow.download_artifacts(mv.run_id, "model", str(staging)))
+    manifest = json.loads((downloaded / MANIFEST).read_text())
+    manifest["model_version"] = str(mv.version)
+    write_json(downloaded / MANIFEST, manifest)
+    target = serving / slot
+    old = serving / f".{slot}-old"
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
+    downloaded.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def promote(plan: Plan, ctx: StepContext, version: str) -> Path:
+    """Make a version the champion (registry alias) and publish it to <workdir>/serving/current."""
+    mlflow = client(ctx)
+    mlflow.set_registered_model_alias(plan.registry.name, plan.registry.champion_alias, str(version))
+    return publish(plan, ctx, str(version), "current")

@@ -1,0 +1,121 @@
+"""The SageMaker target: Plan -> a Pulumi project (pulumi-aws) plus a Pipelines definition."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from specml.compiler.errors import Diagnostic, TargetError
+from specml.compiler.ir import Plan
+from specml.targets.base import EmitResult
+from specml.targets.sagemaker import project
+from specml.targets.sagemaker.alarms import alarm_specs
+from specml.targets.sagemaker.features import feature_diagnostics
+from specml.targets.sagemaker.pipeline_definition import (
+    build_definition,
+    definition_json,
+    placeholder_refs,
+    validate_definition,
+)
+from specml.targets.sagemaker.rollout import traffic_routing
+
+FILES = ("Pulumi.yaml", "README.md", "__main__.py", "pipeline_definition.json", "plan.json",
+         "requirements.txt")
+
+
+def _missing_settings() -> Diagnostic:
+    return Diagnostic(
+        "the spec has no targets.sagemaker settings", path=("targets", "sagemaker"),
+        hint="add e.g. `targets: {sagemaker: {region: eu-west-1, instance_type: ml.m5.large}}`",
+        stage="target", code="sagemaker_missing_settings",
+    )
+
+
+def _warn(message: str, path: tuple[str | int, ...], hint: str | None = None,
+          code: str = "sagemaker_note") -> Diagnostic:
+    return Diagnostic(f"sagemaker: {message}", path=path, hint=hint, severity="warning",
+                      stage="unsupported", code=code)
+
+
+def _settings_diagnostics(plan: Plan) -> list[Diagnostic]:
+    sm = plan.targets.sagemaker
+    assert sm is not None
+    out: list[Diagnostic] = []
+    if not sm.image:
+        out.append(_warn(
+            "targets.sagemaker.image is not set; the Pulumi program requires config `image`",
+            ("targets", "sagemaker", "image"),
+            hint="set an ECR image with specml installed in the spec, or `pulumi config set image`",
+            code="sagemaker_image_from_config",
+        ))
+    if sm.role_arn or sm.role_from_stack:
+        out.append(_warn(
+            "the execution role is not created here, so it is not granted this system's bucket, "
+            "feature groups and logs",
+            ("targets", "sagemaker", "role"),
+            hint="grant it the statements of specml.targets.sagemaker.iam.execution_policy",
+            code="sagemaker_external_role",
+        ))
+    ep = plan.endpoint.resources
+    if ep.cpu or ep.memory:
+        out.append(_warn(
+            f"serving.resources cpu/memory are not used; instance type {sm.instance_type} "
+            "decides the endpoint's capacity",
+            ("serving", "resources"), code="sagemaker_resources_ignored",
+        ))
+    tr = plan.training.resources
+    if tr.cpu or tr.memory:
+        out.append(_warn(
+            f"training.resources cpu/memory are not used; instance type "
+            f"{sm.training_instance_type} decides the training job's capacity",
+            ("training", "resources"), code="sagemaker_resources_ignored",
+        ))
+    return out
+
+
+class SagemakerTarget:
+    """Compile a Plan into a Pulumi program for SageMaker (run with `pulumi up`)."""
+
+    name: ClassVar[str] = "sagemaker"
+    extra: ClassVar[str] = "sagemaker"
+
+    def check(self, plan: Plan) -> list[Diagnostic]:
+        """What SageMaker cannot express exactly for this Plan (warnings) or at all (errors)."""
+        if plan.targets.sagemaker is None:
+            return [_missing_settings()]
+        _, rollout = traffic_routing(plan)
+        _, alarms = alarm_specs(plan)
+        return [*_settings_diagnostics(plan), *feature_diagnostics(plan), *rollout, *alarms]
+
+    def emit(self, plan: Plan, out_dir: Path) -> EmitResult:
+        """Write the Pulumi project; deterministic bytes for the same Plan."""
+        if plan.targets.sagemaker is None:
+            raise TargetError([_missing_settings()])
+        diagnostics = self.check(plan)
+        errors = [d for d in diagnostics if d.severity == "error"]
+        if errors:
+            raise TargetError(errors)
+        definition = build_definition(plan, placeholder_refs(plan))
+        problems = validate_definition(definition)
+        if problems:  # a bug in this target, not in the spec: say so plainly
+            raise TargetError([Diagnostic(
+                f"generated pipeline definition is invalid: {p}", stage="target",
+                code="sagemaker_invalid_definition",
+                hint="please report this: the spec is fine, the sagemaker target is not",
+            ) for p in problems])
+        contents = {
+            "Pulumi.yaml": project.pulumi_yaml(plan),
+            "README.md": project.readme(plan, diagnostics),
+            "__main__.py": project.main_py(plan),
+            "pipeline_definition.json": definition_json(definition),
+            "plan.json": plan.to_json(),
+            "requirements.txt": project.requirements_txt(),
+        }
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name in FILES:
+            (out_dir / name).write_text(contents[name], encoding="utf-8", newline="\n")
+        # check() already reported the diagnostics; README.md lists them for reviewers.
+        approximated = sum(d.severity == "warning" for d in diagnostics)
+        notes = (f"README.md lists {approximated} approximation(s)",) if approximated else ()
+        return EmitResult(out_dir=out_dir, files=FILES, notes=notes)

@@ -1,0 +1,164 @@
+"""Drift: PSI/KS against plain reference computations, Evidently verdicts, and spec alerts."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from specml.compiler.api import plan_file
+from specml.runtime.monitor.drift import (
+    EPSILON,
+    Reference,
+    build_reference,
+    check_drift,
+    prediction_reference,
+)
+from specml.runtime.monitor.events import evaluate_drift_alerts
+
+NAMES = ["v:normal", "v:counts", "v:skewed", "v:binary"]
+
+
+def _frame(rng: np.random.Generator, n: int, shift: float = 0.0) -> np.ndarray:
+    """Continuous, discrete (ties on bin edges), skewed and binary columns."""
+    return np.c_[
+        rng.normal(shift, 1.0, n),
+        rng.poisson(3.0 + 2 * shift, n),
+        rng.lognormal(shift, 0.7, n),
+        rng.random(n) < 0.3 + 0.2 * shift,
+    ].astype(np.float64)
+
+
+def _plain_psi(train: np.ndarray, current: np.ndarray, bins: int) -> float:
+    """PSI the slow way: quantile edges, counted bin by bin with comparisons, floor at EPSILON."""
+    edges = sorted(set(np.quantile(train, [i / bins for i in range(1, bins)]).tolist()))
+    bounds = [-math.inf, *edges, math.inf]
+    total = 0.0
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        r = sum(1 for v in train if lo <= v < hi) / len(train)
+        c = sum(1 for v in current if lo <= v < hi) / len(current)
+        r, c = max(r, EPSILON), max(c, EPSILON)
+        total += (c - r) * math.log(c / r)
+    return total
+
+
+@pytest.fixture(scope="module")
+def samples() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(42)
+    return {
+        "train": _frame(rng, 1500),
+        "same": _frame(rng, 800),
+        "shifted": _frame(rng, 800, shift=0.6),
+    }
+
+
+@pytest.mark.parametrize("case", ["same", "shifted"])
+def test_psi_matches_plain_computation(samples: dict[str, np.ndarray], case: str) -> None:
+    ref = build_reference(samples["train"], NAMES, bins=10)
+    report = check_drift(ref, samples[case])
+    for j, name in enumerate(NAMES):
+        expected = _plain_psi(samples["train"][:, j].tolist(), samples[case][:, j].tolist(), 10)
+        assert report.value(name, "psi") == pytest.approx(expected, abs=1e-9), name
+
+
+@pytest.mark.parametrize("case", ["same", "shifted"])
+def test_ks_equals_scipy_ks_2samp(samples: dict[str, np.ndarray], case: str) -> None:
+    report = check_drift(build_reference(samples["train"], NAMES), samples[case])
+    for j, name in enumerate(NAMES):
+        expected = stats.ks_2samp(samples["train"][:, j], samples[case][:, j]).statistic
+        assert report.value(name, "ks") == pytest.approx(expected, abs=1e-9), name
+        assert report.features[name].ks_error_bound == 0.0
+
+
+def test_ks_sketch_stays_within_its_stored_bound(samples: dict[str, np.ndarray]) -> None:
+    ref = build_reference(samples["train"], NAMES, max_ks_points=50)
+    bound = ref.ks_error_bound[0]
+    assert 0 < bound < 0.1  # a 50-point sketch of 1500 distinct values
+    for case in ("same", "shifted"):
+        got = check_drift(ref, samples[case]).value(NAMES[0], "ks")
+        exact = stats.ks_2samp(samples["train"][:, 0], samples[case][:, 0]).statistic
+        assert abs(got - exact) <= bound + 1e-12
+
+
+def test_missing_values_are_left_out(samples: dict[str, np.ndarray]) -> None:
+    current = samples["shifted"].copy()
+    current[::7, 0] = np.nan
+    report = check_drift(build_reference(samples["train"], NAMES), current)
+    kept = current[~np.isnan(current[:, 0]), 0]
+    assert report.features[NAMES[0]].n_current == kept.size
+    assert report.value(NAMES[0], "psi") == pytest.approx(
+        _plain_psi(samples["train"][:, 0].tolist(), kept.tolist(), 10), abs=1e-9
+    )
+
+
+def test_reference_round_trips_and_accepts_frames(tmp_path, samples) -> None:
+    ref = build_reference(pd.DataFrame(samples["train"], columns=NAMES), NAMES)
+    loaded = Reference.load(ref.save(tmp_path / "ref.npz"))
+    assert loaded.feature_names == tuple(NAMES)
+    frame = pd.DataFrame(samples["shifted"][:, ::-1], columns=NAMES[::-1])  # other column order
+    a = check_drift(ref, samples["shifted"]).to_json()
+    b = check_drift(loaded, frame).to_json()
+    assert a == b
+    assert (tmp_path / "ref.npz").stat().st_size < 200_000
+
+
+def test_prediction_drift_uses_model_outputs() -> None:
+    rng = np.random.default_rng(3)
+    ref = prediction_reference(rng.beta(2, 5, 2000))
+    assert ref.feature_names == ("prediction",)
+    same = check_drift(ref, rng.beta(2, 5, 1000)).value("prediction", "psi")
+    moved = check_drift(ref, rng.beta(5, 2, 1000)).value("prediction", "psi")
+    assert same < 0.1 < 1.0 < moved
+
+
+def _churn_frames(rng: np.random.Generator, n: int, spend_shift: float) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "customer_stats:monthly_spend": rng.gamma(2.0, 30.0, n) + spend_shift,
+            "customer_stats:support_calls_30d": rng.poisson(1.5, n),
+            "customer_stats:tenure_months": rng.integers(1, 72, n),
+            "usage:logins_7d": rng.poisson(5, n),
+            "usage:minutes_7d": rng.exponential(90.0, n),
+        }
+    )
+
+
+def test_churn_drift_alert_fires_at_spec_threshold() -> None:
+    plan = plan_file("specs/churn.yaml")
+    alert = plan.alert("feature_drift")
+    assert (alert.metric, alert.warn, alert.critical) == ("psi", 0.1, 0.2)
+    rng = np.random.default_rng(11)
+    ref = build_reference(_churn_frames(rng, 3000, 0.0), list(alert.features))
+    calm = evaluate_drift_alerts(plan.alerts, check_drift(ref, _churn_frames(rng, 2000, 0.0)))
+    assert [(e.alert_id, e.level) for e in calm] == [("feature_drift", "ok")]
+    shifted = check_drift(ref, _churn_frames(rng, 2000, 40.0))
+    (event,) = evaluate_drift_alerts(plan.alerts, shifted, at=123.0)
+    spend = shifted.value("customer_stats:monthly_spend", "psi")
+    assert spend >= alert.critical
+    assert (event.level, event.threshold, event.at) == ("critical", 0.2, 123.0)
+    assert event.details["worst"] == "customer_stats:monthly_spend"
+    assert event.value == pytest.approx(spend)
+    assert event.action == "retrain"
+
+
+def test_evidently_psi_verdicts_agree(tmp_path) -> None:
+    from specml.runtime.monitor.evidently_report import evidently_psi
+
+    rng = np.random.default_rng(5)
+    train = pd.DataFrame(_frame(rng, 2000)[:, :3], columns=NAMES[:3])
+    cases = {"same": _frame(rng, 1500)[:, :3], "shifted": _frame(rng, 1500, shift=1.0)[:, :3]}
+    ref = build_reference(train, NAMES[:3])
+    for case, values in cases.items():
+        current = pd.DataFrame(values, columns=NAMES[:3])
+        ours = check_drift(ref, current)
+        theirs = evidently_psi(train, current, NAMES[:3], threshold=0.1, out_dir=tmp_path / case, ours=ours)
+        verdicts = {c: ours.value(c, "psi") >= 0.1 for c in NAMES[:3]}
+        assert theirs.drifted == verdicts, (case, theirs.psi, ours.to_json())
+        assert all(theirs.drifted.values()) == (case == "shifted")
+        summary = json.loads(theirs.json_path.read_text())
+        assert summary["specml"]["drifted"] == summary["evidently"]["drifted"]
+        assert theirs.html_path.stat().st_size > 10_000

@@ -1,0 +1,174 @@
+"""KServe and PrometheusRule manifests: CRD schemas, rollout files, PromQL, declared gaps."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+from kubeflow_testlib import GOLDEN_SPECS, ROOT, plan_for, rendered
+
+from specml.targets.kubeflow.checks import check_plan
+from specml.targets.kubeflow.promql import PromQLError, validate_promql
+
+SCHEMAS = ROOT / "targets" / "kubeflow" / "schemas"
+
+
+@cache
+def _validator(kind: str) -> jsonschema.Draft202012Validator:
+    schema = json.loads((SCHEMAS / f"{kind}.schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def _isvc_files(name: str) -> dict[str, dict]:
+    files = rendered(name)
+    return {
+        rel: yaml.safe_load(text)
+        for rel, text in files.items()
+        if rel == "inferenceservice.yaml" or rel.startswith("rollout/")
+    }
+
+
+@pytest.mark.parametrize("name", GOLDEN_SPECS)
+def test_inference_services_validate_against_the_crd_schema(name: str) -> None:
+    plan = plan_for(name)
+    for rel, doc in _isvc_files(name).items():
+        errors = [e.message for e in _validator("inferenceservice").iter_errors(doc)]
+        assert errors == [], rel
+        pred = doc["spec"]["predictor"]
+        assert pred["minReplicas"] == plan.endpoint.min_replicas <= pred["maxReplicas"]
+        assert pred["model"]["modelFormat"] == {"name": "onnx"}
+        assert doc["metadata"]["namespace"] == plan.targets.kubeflow.namespace
+
+
+def test_schema_rejects_what_kserve_would_reject() -> None:
+    doc = _isvc_files("fraud")["inferenceservice.yaml"]
+    bad_percent = json.loads(json.dumps(doc))
+    bad_percent["spec"]["predictor"]["canaryTrafficPercent"] = 150
+    typo = json.loads(json.dumps(doc))
+    typo["spec"]["predictor"]["model"]["storageURI"] = "s3://x"
+    bad_name = json.loads(json.dumps(doc))
+    bad_name["metadata"]["name"] = "Fraud_Scorer"
+    bad_qty = json.loads(json.dumps(doc))
+    bad_qty["spec"]["predictor"]["model"]["resources"]["limits"]["memory"] = "4 GB"
+    for broken in (bad_percent, typo, bad_name, bad_qty):
+        assert list(_validator("inferenceservice").iter_errors(broken)), broken
+
+
+def test_fraud_rollout_is_one_manifest_per_traffic_step() -> None:
+    files = _isvc_files("fraud")
+    percents = {rel: d["spec"]["predictor"].get("canaryTrafficPercent") for rel, d in files.items()}
+    assert percents == {
+        "inferenceservice.yaml": 1,
+        "rollout/step-02-traffic-10.yaml": 10,
+        "rollout/step-03-traffic-50.yaml": 50,
+        "rollout/step-04-traffic-100.yaml": None,  # promotion: the canary field is removed
+        "rollout/rollback.yaml": 0,
+    }
+    main = files["inferenceservice.yaml"]
+    pred = main["spec"]["predictor"]
+    assert pred["imagePullSecrets"] == [{"name": "ghcr-pull"}]  # the reference, never a value
+    assert pred["model"]["storageUri"] == "s3://acme-risk-models/fraud-scorer"
+    assert pred["model"]["resources"]["limits"] == {"cpu": "2", "memory": "4Gi"}
+    assert pred["batcher"] == {"maxBatchSize": 32, "maxLatency": 1}
+    assert main["metadata"]["annotations"]["specml.io/hold"] == "2h"
+    # every manifest is the same object apart from the traffic split and its annotations
+    for doc in files.values():
+        doc["spec"]["predictor"].pop("canaryTrafficPercent", None)
+        doc["metadata"]["annotations"].pop("specml.io/hold", None)
+        doc["metadata"]["annotations"].pop("specml.io/rollout-step", None)
+    assert all(doc == files["inferenceservice.yaml"] for doc in files.values())
+
+
+def test_churn_has_a_documented_storage_placeholder() -> None:
+    doc = _isvc_files("churn")["inferenceservice.yaml"]
+    assert doc["spec"]["predictor"]["model"]["storageUri"] == "s3://REPLACE-ME-model-bucket/churn"
+    assert doc["spec"]["predictor"]["canaryTrafficPercent"] == 5
+    codes = {d.code for d in check_plan(plan_for("churn"))}
+    assert "kubeflow_storage_uri_placeholder" in codes
+    assert "REPLACE-ME" in rendered("churn")["README.md"]
+
+
+@pytest.mark.parametrize("name", GOLDEN_SPECS)
+def test_shadow_steps_are_declared_not_dropped(name: str) -> None:
+    plan = plan_for(name)
+    shadow = [s for s in plan.rollout.steps if s.kind == "shadow"]
+    assert shadow, "the example specs start with a shadow step"
+    diags = [d for d in check_plan(plan) if d.code == "unsupported_shadow"]
+    assert [d.path for d in diags] == [("rollout", "steps", s.index) for s in shadow]
+    for d in diags:
+        assert d.severity == "warning" and d.stage == "unsupported"
+        assert "not supported by the kubeflow target" in d.message
+        assert "emitted instead" in (d.hint or "")
+    assert "shadow steps are not supported" in rendered(name)["README.md"]
+
+
+@pytest.mark.parametrize("name", GOLDEN_SPECS)
+def test_prometheus_rule_validates_and_every_expression_parses(name: str) -> None:
+    plan = plan_for(name)
+    doc = yaml.safe_load(rendered(name)["prometheusrule.yaml"])
+    assert [e.message for e in _validator("prometheusrule").iter_errors(doc)] == []
+    rules = [r for g in doc["spec"]["groups"] for r in g["rules"]]
+    for rule in rules:
+        assert validate_promql(rule["expr"]) == "instant vector", rule["alert"]
+    by_alert: dict[str, list[dict]] = {}
+    for rule in rules:
+        by_alert.setdefault(rule["labels"]["specml_alert"], []).append(rule)
+    for alert in plan.alerts:
+        severities = [r["labels"]["severity"] for r in by_alert[alert.id]]
+        assert severities == [s for s, v in (("warning", alert.warn), ("critical", alert.critical)) if v is not None]
+        for rule in by_alert[alert.id]:
+            threshold = alert.warn if rule["labels"]["severity"] == "warning" else alert.critical
+            assert rule["expr"].endswith(f"> {threshold:g}")
+            assert rule.get("for", "0s") == (f"{alert.for_seconds // 60}m" if alert.for_seconds else "0s")
+    slo = by_alert["slo_breach"]
+    assert len(slo) == sum(
+        v is not None for v in (plan.endpoint.slo.p50_latency_ms, plan.endpoint.slo.p95_latency_ms,
+                                plan.endpoint.slo.p99_latency_ms, plan.endpoint.slo.error_rate)
+    )
+
+
+def test_fraud_alert_expressions() -> None:
+    doc = yaml.safe_load(rendered("fraud")["prometheusrule.yaml"])
+    rules = {r["alert"]: r for g in doc["spec"]["groups"] for r in g["rules"]}
+    p99 = rules["FraudScorerSLOP99Latency"]
+    assert p99["expr"].startswith("histogram_quantile(0.99, sum by (le) (rate(revision_app_request_latencies_bucket{")
+    assert p99["expr"].endswith("> 10") and p99["for"] == "10m"  # 5m interval x 2 failures
+    assert p99["labels"]["specml_rollback"] == "true"
+    drift = rules["FraudScorerAmountDriftCritical"]["expr"]
+    assert 'specml_feature_ks{system="fraud-scorer", feature=~"card_velocity:txn_amount_1h|' in drift
+    assert rules["FraudScorerScoreDriftWarning"]["labels"]["specml_rollback"] == "true"
+    assert rules["FraudScorerPrecisionDropWarning"]["labels"]["specml_rollback"] == "false"
+    assert rules["FraudScorerErrorsCritical"]["for"] == "1m"
+    assert 'response_code_class="5xx"' in rules["FraudScorerErrorsCritical"]["expr"]
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "rate(x)",  # rate needs a range vector
+        "sum(rate(x[5m])",  # unbalanced
+        "histogram_quantile(x, y)",  # quantile must be a scalar
+        'x{a=~"("}',  # bad regex
+        "x[5m] > 1",  # comparison on a range vector
+        "1 > 2",  # scalar comparison without bool
+        "foo(x)",  # unknown function
+        "sum by le (x)",  # grouping needs parentheses
+        "x{a=1}",  # label values are strings
+        "x[5 m]",  # bad duration
+    ],
+)
+def test_promql_validator_rejects(expr: str) -> None:
+    with pytest.raises(PromQLError):
+        validate_promql(expr)
+
+
+def test_promql_validator_accepts_the_usual_forms() -> None:
+    assert validate_promql('sum without (pod) (rate(x_total{a!="b", c!~"d.*"}[1h30m])) / 2') == "instant vector"
+    assert validate_promql("1 > bool 2") == "scalar"
+    assert validate_promql("-x ^ 2 ^ 3 or on_y unless z") == "instant vector"
+    assert validate_promql("topk(3, max_over_time(y[1d] offset 1w))") == "instant vector"

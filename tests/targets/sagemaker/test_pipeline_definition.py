@@ -1,0 +1,164 @@
+"""The SageMaker Pipelines definition: steps, the gate condition, and the schema's teeth."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sagemaker_testlib import plan_for
+from specml.targets.sagemaker.pipeline_definition import (
+    build_definition,
+    definition_schema,
+    placeholder_refs,
+    validate_definition,
+)
+
+Json = dict[str, Any]
+
+
+def definition(spec: str) -> Json:
+    plan = plan_for(spec)
+    return build_definition(plan, placeholder_refs(plan))
+
+
+def steps_by_name(d: Json) -> dict[str, Json]:
+    out = {}
+    for step in d["Steps"]:
+        out[step["Name"]] = step
+        for branch in ("IfSteps", "ElseSteps"):
+            for inner in step.get("Arguments", {}).get(branch, []):
+                out[inner["Name"]] = inner
+    return out
+
+
+@pytest.mark.parametrize("spec", ["churn", "fraud", "demand"])
+def test_definition_validates_against_the_schema(spec: str) -> None:
+    assert definition(spec)["Version"] == "2020-12-01"
+    assert validate_definition(definition(spec)) == []
+
+
+def test_steps_run_the_runtime_in_the_image() -> None:
+    d = definition("churn")
+    top = [(s["Name"], s["Type"]) for s in d["Steps"]]
+    assert top == [("validate_data", "Processing"), ("materialize_features", "Processing"),
+                   ("build_training_set", "Processing"), ("train", "Training"),
+                   ("evaluate", "Processing"), ("gates", "Condition")]
+    steps = steps_by_name(d)
+    assert steps["evaluate"]["Arguments"]["AppSpecification"]["ContainerEntrypoint"] == [
+        "python", "-m", "specml.runtime", "evaluate"]
+    train = steps["train"]["Arguments"]["AlgorithmSpecification"]
+    assert train["ContainerEntrypoint"][-1] == "train"
+    assert train["TrainingImage"] == {"Get": "Parameters.ImageUri"}
+    # The evaluate step reads the model the Training job produced.
+    inputs = {i["InputName"]: i["S3Input"]["S3Uri"]
+              for i in steps["evaluate"]["Arguments"]["ProcessingInputs"]}
+    assert inputs["model"] == {"Get": "Steps.train.ModelArtifacts.S3ModelArtifacts"}
+    assert steps["evaluate"]["PropertyFiles"][0]["OutputName"] == "eval_metrics"
+    params = {p["Name"]: p.get("DefaultValue") for p in d["Parameters"]}
+    assert params["TrainingInstanceType"] == "ml.m5.xlarge"
+
+
+def test_gate_condition_guards_export_and_register() -> None:
+    gate = steps_by_name(definition("churn"))["gates"]["Arguments"]
+    assert [s["Name"] for s in gate["IfSteps"]] == ["export_onnx", "register"]
+    assert [s["Type"] for s in gate["ElseSteps"]] == ["Fail"]
+    register = gate["IfSteps"][1]["Arguments"]["AppSpecification"]
+    assert register["ContainerEntrypoint"] == ["python", "-m", "specml.runtime", "register"]
+    first = gate["Conditions"][0]
+    assert first["Type"] == "GreaterThanOrEqualTo"
+    assert first["RightValue"] == 0.75  # gates.min.roc_auc
+    assert first["LeftValue"] == {"Std:JsonGet": {
+        "PropertyFile": {"Get": "Steps.evaluate.PropertyFiles.EvaluationReport"},
+        "Path": "metrics.roc_auc"}}
+    # must_beat_production is decided by the evaluate step (it needs the registry's champion).
+    assert gate["Conditions"][1]["LeftValue"]["Std:JsonGet"]["Path"] == "must_beat_production.passed"
+
+
+def test_max_gates_become_less_than_or_equal_conditions() -> None:
+    gate = steps_by_name(definition("demand"))["gates"]["Arguments"]
+    got = {(c["Type"], c["LeftValue"]["Std:JsonGet"]["Path"], c["RightValue"])
+           for c in gate["Conditions"]}
+    assert got == {("GreaterThanOrEqualTo", "metrics.r2", 0.5),
+                   ("LessThanOrEqualTo", "metrics.mape", 0.35),
+                   ("LessThanOrEqualTo", "metrics.rmse", 25.0)}
+
+
+def test_kms_key_reaches_every_job_when_the_spec_has_one() -> None:
+    steps = steps_by_name(definition("fraud"))
+    assert steps["validate_data"]["Arguments"]["ProcessingOutputConfig"]["KmsKeyId"] == "${KmsKeyArn}"
+    assert steps["train"]["Arguments"]["OutputDataConfig"]["KmsKeyId"] == "${KmsKeyArn}"
+    assert "KmsKeyId" not in steps_by_name(definition("churn"))["train"]["Arguments"][
+        "OutputDataConfig"]
+
+
+def _set(path: str, value: Any) -> Callable[[Json], None]:
+    def mutate(d: Json) -> None:
+        node: Any = d
+        *parents, last = path.split("/")
+        for p in parents:
+            node = node[int(p)] if p.isdigit() else node[p]
+        if value is _DELETE:
+            del node[int(last) if last.isdigit() else last]
+        else:
+            node[int(last) if last.isdigit() else last] = value
+    return mutate
+
+
+_DELETE = object()
+MUTATIONS = {
+    "wrong version": _set("Version", "2021-01-01"),
+    "processing step without a role": _set("Steps/0/Arguments/RoleArn", _DELETE),
+    "processing step without an image": _set("Steps/0/Arguments/AppSpecification/ImageUri", _DELETE),
+    "unknown step type": _set("Steps/0/Type", "Notebook"),
+    "step name with spaces": _set("Steps/0/Name", "validate data"),
+    "unknown condition type": _set("Steps/5/Arguments/Conditions/0/Type", "RoughlyEqual"),
+    "condition step without else": _set("Steps/5/Arguments/ElseSteps", _DELETE),
+    "training without stopping condition": _set("Steps/3/Arguments/StoppingCondition", _DELETE),
+    "typo in an argument": _set("Steps/0/Arguments/ProcessingInput", []),
+    "string parameter with a number default": _set("Parameters/0/DefaultValue", 3),
+    "retry with zero attempts": _set("Steps/0/RetryPolicies/0/MaxAttempts", 0),
+    "JsonGet without a path": _set(
+        "Steps/5/Arguments/Conditions/0/LeftValue/Std:JsonGet/Path", _DELETE),
+    "reference to an unknown step": _set(
+        "Steps/4/Arguments/ProcessingInputs/2/S3Input/S3Uri",
+        {"Get": "Steps.trian.ModelArtifacts.S3ModelArtifacts"}),
+    "reference to an unknown parameter": _set(
+        "Steps/3/Arguments/ResourceConfig/InstanceType", {"Get": "Parameters.GpuType"}),
+    "DependsOn an unknown step": _set("Steps/1/DependsOn", ["validate"]),
+    "JsonGet of an unknown property file": _set(
+        "Steps/5/Arguments/Conditions/0/LeftValue/Std:JsonGet/PropertyFile",
+        {"Get": "Steps.evaluate.PropertyFiles.Report"}),
+    "duplicate step names": _set("Steps/1/Name", "validate_data"),
+}
+
+
+@pytest.mark.parametrize("mutation", sorted(MUTATIONS))
+def test_invalid_definitions_fail_validation(mutation: str) -> None:
+    d = copy.deepcopy(definition("churn"))
+    MUTATIONS[mutation](d)
+    assert validate_definition(d), f"'{mutation}' was accepted"
+
+
+def test_schema_is_a_closed_2020_12_schema() -> None:
+    schema = definition_schema()
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert schema["properties"]["Version"] == {"const": "2020-12-01"}
+    assert schema["additionalProperties"] is False
+    assert json.loads(json.dumps(schema)) == schema
+
+
+def test_steps_are_told_the_names_the_program_gives_resources() -> None:
+    from specml.targets.sagemaker.features import feature_group_specs
+
+    steps = steps_by_name(definition("churn"))
+    env = steps["materialize_features"]["Arguments"]["Environment"]
+    assert json.loads(env["SPECML_FEATURE_GROUPS"]) == {
+        g.view_id: g.name for g in feature_group_specs(plan_for("churn"))}
+    register = steps["register"]["Arguments"]
+    assert register["Environment"]["SPECML_MODEL_PACKAGE_GROUP"] == "churn"
+    (out,) = register["ProcessingOutputConfig"]["Outputs"]
+    assert out["S3Output"]["S3Uri"] == {"Std:Join": {"On": "/", "Values": [
+        "s3://${ArtifactBucket}/models/churn", {"Get": "Execution.PipelineExecutionId"}]}}
