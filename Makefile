@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-all-dev
 export FEAST_USAGE := False
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
-.PHONY: install demo test test-fast lint schema goldens bench clean
+.PHONY: install demo test test-fast lint schema docs goldens bench bench-all clean
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,14 @@ goldens: install
 
 bench: install
 	$(PY) bench/compile_speed.py
+
+bench-all: bench
+	$(PY) bench/serving.py
+	$(PY) bench/features.py
+	$(PY) bench/drift.py
+
+docs: install
+	$(SPECML) docs
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis specs/.specml

@@ -20,7 +20,6 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import numpy as np
-
 from specml.runtime.serving import ServerConfig, running_server
 from specml.runtime.serving.testing import http_request, metric_samples, write_model_dir
 

@@ -125,12 +125,22 @@ def starter_spec(task: str, file: Path | None = None, schema: Path | None = None
     """A commented starter spec for a task; its modeline points at the schema relative to `file`."""
     if task not in _TASKS:
         guess = did_you_mean(task, TASKS)
-        raise _usage(f"unknown task '{task}'", f"did you mean '{guess}'?" if guess else f"one of: {', '.join(TASKS)}")
+        raise _usage(
+            f"unknown task '{task}'",
+            f"did you mean '{guess}'?" if guess else f"one of: {', '.join(TASKS)}",
+        )
     where = file.resolve().parent if file else Path.cwd()
-    schema = schema or _find_schema(where) or Path.cwd() / "schemas" / "specml.schema.json"
+    found = schema or _find_schema(where)
+    schema = found or Path.cwd() / "schemas" / "specml.schema.json"
     modeline = Path(os.path.relpath(schema.resolve(), where)).as_posix()
     shown = str(file) if file else "spec.yaml"
-    return _HEAD.format(schema=modeline, task=task, file=shown, **_TASKS[task])
+    text = _HEAD.format(schema=modeline, task=task, file=shown, **_TASKS[task])
+    if found is None:  # the modeline names a schema that is not there yet: say how to get it
+        first, rest = text.split("\n", 1)
+        text = (
+            f"{first}\n# (for editor completion, write that schema once: `specml schema`)\n{rest}"
+        )
+    return text
 
 
 def write_starter(task: str, output: Path | None, force: bool = False) -> str:
@@ -138,7 +148,9 @@ def write_starter(task: str, output: Path | None, force: bool = False) -> str:
     text = starter_spec(task, output)
     if output is not None:
         if output.exists() and not force:
-            raise _usage(f"{output} already exists", "pass --force to overwrite it, or pick another -o")
+            raise _usage(
+                f"{output} already exists", "pass --force to overwrite it, or pick another -o"
+            )
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text)
     return text
@@ -174,7 +186,11 @@ def lookup(path: str) -> list[Any]:
         best = min(c for c, _ in scored)
         return [f for c, f in scored if c == best]
     guess = _closest_path(given, fields)
-    hint = f"did you mean '{guess}'?" if guess else "see docs/reference.md, or `specml explain training`"
+    hint = (
+        f"did you mean '{guess}'?"
+        if guess
+        else "see docs/reference.md, or `specml explain training`"
+    )
     raise _usage(f"no spec field at '{path}'", hint)
 
 
@@ -206,12 +222,18 @@ def explain_text(path: str) -> str:
     out: list[str] = []
     for f in entries:
         title = f.path + (f"  (in {f.variant})" if f.variant else "")
-        out += [title, "  type:        " + f.type, "  required:    " + ("yes" if f.required else "no")]
+        out += [
+            title,
+            "  type:        " + f.type,
+            "  required:    " + ("yes" if f.required else "no"),
+        ]
         if f.default is not None:
             out.append("  default:     " + f.default)
         out.append("  description: " + (f.description or "-"))
         for example in f.examples:
-            out.append("  example:     " + (example if isinstance(example, str) else _yaml_flow(example)))
+            out.append(
+                "  example:     " + (example if isinstance(example, str) else _yaml_flow(example))
+            )
         for sub in by_path.get(f.section or "", []) if f.section else []:
             label = f" ({sub.variant})" if sub.variant else ""
             out.append(f"  keys of {sub.path}{label}: " + ", ".join(x.key for x in sub.fields))
@@ -222,26 +244,59 @@ def explain_text(path: str) -> str:
 def explain_json(path: str) -> str:
     """The entries for PATH as JSON (for editors and scripts)."""
     entries = lookup(path)
-    return json.dumps(
-        [
-            {
-                "path": f.path, "type": f.type, "required": f.required, "default": f.default,
-                "description": f.description, "examples": list(f.examples), "variant": f.variant,
-            }
-            for f in entries
-        ],
-        indent=2, default=str,
-    ) + "\n"
+    return (
+        json.dumps(
+            [
+                {
+                    "path": f.path,
+                    "type": f.type,
+                    "required": f.required,
+                    "default": f.default,
+                    "description": f.description,
+                    "examples": list(f.examples),
+                    "variant": f.variant,
+                }
+                for f in entries
+            ],
+            indent=2,
+            default=str,
+        )
+        + "\n"
+    )
 
 
-def show_plan_diff(reporter: Any, target: str, plan: Any, base_dir: Path, against: Path | None) -> None:
+def locate_in_spec(items: list[Diagnostic], spec: Path) -> list[Diagnostic]:
+    """Give target diagnostics that name only a YAML path the spec's FILE:LINE:COL (for annotations)."""
+    from specml.compiler.load import load_file
+
+    if all(d.file is not None or not d.path for d in items):
+        return list(items)
+    try:
+        doc = load_file(spec)
+    except SpecError:
+        return list(items)
+    out = []
+    for d in items:
+        if d.file is not None or not d.path:
+            out.append(d)
+            continue
+        line, col = doc.locate(tuple(d.path), key=True) or (None, None)
+        out.append(replace(d, file=doc.file, line=line, col=col))
+    return out
+
+
+def show_plan_diff(
+    reporter: Any, target: str, plan: Any, base_dir: Path, against: Path | None
+) -> None:
     """Diff the Plan against the target's last recorded Plan and report it (human or JSON)."""
     from specml.compiler.diff import diff_plans, previous_plan_path, read_recorded_plan, render
 
     where = previous_plan_path(target, plan, base_dir, against)
     try:
         previous = read_recorded_plan(where) if where is not None else None
-    except SpecError as exc:  # an unreadable record must not block planning: warn, diff from scratch
+    except (
+        SpecError
+    ) as exc:  # an unreadable record must not block planning: warn, diff from scratch
         reporter.diagnostics([replace(d, severity="warning") for d in exc.diagnostics])
         previous = None
     diff = diff_plans(previous, plan, str(where) if previous is not None else None)
@@ -276,7 +331,4 @@ def _target_notes(target: str, plan: Any, base_dir: Path) -> list[str]:
         return []
     lines = changes_fn(plan, base_dir=base_dir) or []
     # its own spec diff and first-apply summary repeat what the Plan diff already shows
-    return [
-        line for line in lines
-        if not line.startswith((" ", "spec changed", "first apply"))
-    ]
+    return [line for line in lines if not line.startswith((" ", "spec changed", "first apply"))]

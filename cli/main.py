@@ -244,9 +244,10 @@ def plan(
         from specml.targets import get_target
 
         tgt = get_target(target)
-        issues = tgt.check(the_plan)
+        from specml.cli.authoring import locate_in_spec, show_plan_diff
+
+        issues = locate_in_spec(tgt.check(the_plan), spec)
         reporter.diagnostics(issues)
-        from specml.cli.authoring import show_plan_diff
 
         show_plan_diff(reporter, target, the_plan, spec.parent, against)
         return EXIT_INVALID if any(d.severity == "error" for d in issues) else EXIT_OK
@@ -277,7 +278,9 @@ def compile_(
         spec, overrides = _one_spec(args, reporter)
         the_plan = _load_plan(spec, overlay or [], overrides, reporter)
         tgt = get_target(target)
-        issues = tgt.check(the_plan)
+        from specml.cli.authoring import locate_in_spec
+
+        issues = locate_in_spec(tgt.check(the_plan), spec)
         reporter.diagnostics(issues)
         if any(d.severity == "error" for d in issues):
             return EXIT_INVALID
@@ -343,9 +346,17 @@ def apply(
         if any(d.severity == "error" for d in issues):
             return EXIT_INVALID
         options_cls = getattr(sys.modules[type(tgt).__module__], "ApplyOptions", None)
-        options = options_cls(serve=serve, force=force) if options_cls else None
+        # the CLI serves after reporting (not ApplyOptions.serve) so the summary prints once
+        options = options_cls(force=force) if options_cls else None
         result = apply_fn(the_plan, base_dir=spec.parent.resolve(), options=options)
         reporter.applied(target, result)
+        if serve:
+            serve_fn = getattr(tgt, "serve", None)
+            if serve_fn is None:
+                _fail(reporter, EXIT_USAGE, f"target '{target}' cannot serve locally")
+            reporter.flush()
+            local = the_plan.targets.local
+            serve_fn(the_plan, base_dir=spec.parent.resolve(), host=local.host, port=local.port)
         return EXIT_OK
 
     _guard(reporter, body)
@@ -378,6 +389,31 @@ def serve(
             port=port or local.port,
             model_dir=model_dir,
         )
+        return EXIT_OK
+
+    _guard(reporter, body)
+
+
+@app.command()
+def runs(
+    args: Annotated[
+        list[str], typer.Argument(help="Spec file, then optional key=value overrides.")
+    ],
+    limit: Annotated[int, typer.Option(help="Show at most this many runs.")] = 20,
+    overlay: OverlayOpt = None,
+    format: FormatOpt = Format.human,
+) -> None:
+    """List the local target's applies (newest first): status, model version, metrics, time."""
+    reporter = Reporter(format.value)
+
+    def body() -> int:
+        from specml.targets.local.state import load_state, workdir
+
+        spec, overrides = _one_spec(args, reporter)
+        the_plan = _load_plan(spec, overlay or [], overrides, reporter)
+        state = load_state(workdir(the_plan, spec.parent.resolve())) or {}
+        records = list(reversed(state.get("runs", [])))[: max(limit, 0)]
+        reporter.runs(the_plan.system.name, records, state.get("aliases", {}))
         return EXIT_OK
 
     _guard(reporter, body)

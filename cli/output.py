@@ -19,6 +19,7 @@ class Reporter:
         self._console: Any = None
         self._err: Any = None
         self._raw = False
+        self._flushed = False
 
     # rich is imported only when something is printed for humans
     def _consoles(self) -> tuple[Any, Any]:
@@ -153,6 +154,30 @@ class Reporter:
         for key, value in (payload or {}).items():
             out.print(f"  {key}: {value}", markup=False)
 
+    def runs(self, system: str, records: Sequence[dict[str, Any]], aliases: dict[str, str]) -> None:
+        """The history of applies (newest first)."""
+        if self.fmt == "json":
+            self.document.update({"system": system, "aliases": aliases, "runs": list(records)})
+            return
+        out, _ = self._consoles()
+        if not records:
+            out.print(f"{system}: no runs yet (specml apply SPEC --target local)", markup=False)
+            return
+        from rich.table import Table
+
+        table = Table(title=f"{system} runs (aliases: "
+                      + (", ".join(f"{k}=v{v}" for k, v in sorted(aliases.items())) or "none") + ")")
+        for column in ("run", "started", "status", "version", "metrics", "seconds"):
+            table.add_column(column)
+        for r in records:
+            metrics = ", ".join(f"{k} {v:.4g}" for k, v in sorted((r.get("metrics") or {}).items())
+                                if isinstance(v, int | float))
+            seconds = sum((r.get("step_seconds") or {}).values())
+            table.add_row(str(r.get("run_id", "?")), str(r.get("started", ""))[:19],
+                          str(r.get("status", "?")), str(r.get("model_version") or "-"),
+                          metrics or "-", f"{seconds:.1f}")
+        out.print(table)
+
     def raw(self, text: str) -> None:
         """Print a finished artefact (e.g. the Plan) as the whole output; no JSON wrapper."""
         self._raw = True
@@ -161,7 +186,8 @@ class Reporter:
 
     def flush(self) -> None:
         """Print the JSON document (json format only)."""
-        if self.fmt == "json" and not self._raw:
+        if self.fmt == "json" and not self._raw and not self._flushed:
+            self._flushed = True
             sys.stdout.write(
                 json.dumps(self.document, indent=2, sort_keys=True, default=str) + "\n"
             )

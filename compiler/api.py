@@ -5,15 +5,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from specml.compiler.check import check_spec, scan_secrets
 from specml.compiler.compose import Composed, compose, load_overlays
 from specml.compiler.errors import Diagnostic, SpecValidationError
-from specml.compiler.ir import Plan
 from specml.compiler.load import SourceDoc, load_file, load_text
-from specml.compiler.lower import lower
 from specml.compiler.spec import MLSystem
 from specml.compiler.validate import validate_document
+
+if TYPE_CHECKING:  # the IR is built only when lowering: `specml validate` never pays for it
+    from specml.compiler.ir import Plan
 
 
 @dataclass
@@ -63,4 +65,6 @@ def plan_file(
     path: str | Path, overlays: Sequence[str] = (), overrides: Sequence[str] = ()
 ) -> Plan:
     """Validate a spec file and lower it to the Plan."""
+    from specml.compiler.lower import lower
+
     return lower(validate_file(path, overlays, overrides).spec)

@@ -18,6 +18,7 @@ Action = Literal["create", "update", "delete"]
 SYMBOL = {"create": "+", "update": "~", "delete": "-"}
 COLOUR = {"create": "green", "update": "yellow", "delete": "red"}
 _BOUND = {">=": "min", "<=": "max"}
+MAX_FIELDS_SHOWN = 12  # fields listed under an added or removed resource (all are in --format json)
 
 
 class _Absent:
@@ -190,16 +191,14 @@ def diff_plans(old: Plan | None, new: Plan, previous_source: str | None = None) 
     changes: list[ResourceChange] = []
     for key, value in after.items():
         if key not in before:
-            changes.append(ResourceChange(key[0], key[1], "create", field_changes(None, value)))
+            changes.append(ResourceChange(key[0], key[1], "create", field_changes({}, value)))
         elif before[key] != value:
             changes.append(
                 ResourceChange(key[0], key[1], "update", field_changes(before[key], value))
             )
     for key in before:
         if key not in after:
-            changes.append(
-                ResourceChange(key[0], key[1], "delete", field_changes(before[key], None))
-            )
+            changes.append(ResourceChange(key[0], key[1], "delete", field_changes(before[key], {})))
     return PlanDiff(
         changes=tuple(changes),
         has_previous=old is not None,
@@ -261,12 +260,26 @@ def render(diff: PlanDiff, target: str, colour: bool = True) -> list[str]:
             for fc in change.fields:
                 arrow = f"{_show(fc.old)} -> {_show(fc.new)}"
                 lines.append(paint(style, f"      ~ {fc.path.ljust(width)}  ") + plain(arrow))
+        elif diff.has_previous and change.fields:  # a resource added or removed since: its fields
+            shown = change.fields[:MAX_FIELDS_SHOWN]
+            width = max(len(f.path) for f in shown)
+            for fc in shown:
+                value = fc.new if change.action == "create" else fc.old
+                lines.append(
+                    paint(style, f"      {symbol} {fc.path.ljust(width)}  ") + plain(_show(value))
+                )
+            if len(change.fields) > len(shown):
+                lines.append(
+                    plain(f"      ... and {len(change.fields) - len(shown)} more field(s)")
+                )
     lines.append("")
     lines.append(paint("bold", f"Plan: {diff.summary()}."))
     return lines
 
 
-PLAN_RECORD = ".specml-plan.json"  # what `specml compile` writes beside its output (cli/compiled.py)
+PLAN_RECORD = (
+    ".specml-plan.json"  # what `specml compile` writes beside its output (cli/compiled.py)
+)
 STATE_FILE = "state.json"  # what the local target records in its workdir after an apply
 
 

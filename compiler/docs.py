@@ -16,7 +16,6 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
-
 from specml.compiler.spec import MLSystem
 from specml.compiler.spec.types import IDENT_RE, NAME_RE, QUANTITY_RE
 
@@ -64,9 +63,15 @@ def _unwrap(annotation: Any) -> tuple[Any, list[Any]]:
 
 
 def _members(annotation: Any) -> list[Any]:
+    """The forms of a union, nested unions and `Annotated` unions (tagged, aliased) flattened."""
     origin = typing.get_origin(annotation)
     if origin is typing.Union or origin is types.UnionType:
-        return list(typing.get_args(annotation))
+        out: list[Any] = []
+        for member in typing.get_args(annotation):
+            inner, _ = _unwrap(member)
+            is_union = typing.get_origin(inner) in (typing.Union, types.UnionType)
+            out += _members(inner) if is_union else [member]
+        return out
     return [annotation]
 
 
@@ -117,12 +122,17 @@ def _scalar_name(tp: Any, metadata: list[Any]) -> str:
             return _VALIDATOR_NAMES[func.__name__]
         pattern = getattr(item, "pattern", None)
         if pattern is None and isinstance(item, FieldInfo):
-            pattern = next((getattr(m, "pattern", None) for m in item.metadata if getattr(m, "pattern", None)), None)
+            pattern = next(
+                (getattr(m, "pattern", None) for m in item.metadata if getattr(m, "pattern", None)),
+                None,
+            )
         if pattern in _PATTERN_NAMES:
             return _PATTERN_NAMES[pattern]
         if pattern:
             return f"string matching `{pattern}`"
-    return {str: "string", int: "integer", float: "number", bool: "boolean"}.get(tp, getattr(tp, "__name__", str(tp)))
+    return {str: "string", int: "integer", float: "number", bool: "boolean"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
 
 
 def variant_name(model: type[BaseModel]) -> str:
@@ -231,7 +241,9 @@ def _walk(model: type[BaseModel], path: str, variant: str | None) -> Iterator[Se
             )
         )
         for sub in models:
-            children.append((field_path + suffix, sub, variant_name(sub) if len(models) > 1 else None))
+            children.append(
+                (field_path + suffix, sub, variant_name(sub) if len(models) > 1 else None)
+            )
     yield section
     for child_path, sub, sub_variant in children:
         yield from _walk(sub, child_path, sub_variant)

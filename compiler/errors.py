@@ -72,18 +72,26 @@ class Diagnostic:
         return text
 
     def github(self) -> str:
-        """A GitHub Actions workflow annotation line."""
+        """A GitHub Actions workflow annotation line (properties only when known, escaped)."""
         kind = "error" if self.severity == "error" else "warning"
-        parts = [f"file={self.file or ''}"]
-        if self.line is not None:
+
+        def prop(value: object) -> str:
+            return (str(value).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+                    .replace(":", "%3A").replace(",", "%2C"))
+
+        parts = [f"file={prop(self.file)}"] if self.file else []
+        if self.file and self.line is not None:
             parts.append(f"line={self.line}")
-        if self.col is not None:
+        if self.file and self.col is not None:
             parts.append(f"col={self.col}")
-        msg = f"{self.yaml_path}: {self.message}"
+        if self.code:
+            parts.append(f"title={prop('specml ' + self.code)}")
+        msg = f"{self.yaml_path}: {self.message}" if self.path else self.message
         if self.hint:
             msg += f" ({self.hint})"
         msg = msg.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-        return f"::{kind} {','.join(parts)}::{msg}"
+        head = f"::{kind} {','.join(parts)}" if parts else f"::{kind}"
+        return f"{head}::{msg}"
 
     def to_json(self) -> dict[str, object]:
         return {

@@ -1,7 +1,11 @@
-"""`python -m specml.runtime <kind> --plan plan.json --workdir DIR --data-dir DIR [--input n=p] [--output n=p]`.
+"""`python -m specml.runtime <kind> --plan plan.json --workdir DIR --data-dir DIR [--input n=p] [--output n=p]`
+and `python -m specml.runtime serve [MODEL_DIR] [--port N ...]` (the inference server; see
+`python -m specml.runtime serve --help`: what a SageMaker endpoint container runs).
 
-Prints the StepResult as JSON. Exit codes: 0 ok, 1 step failed (clean message), 2 usage, 3 the
-evaluate gate failed.
+Prints the StepResult as JSON. Exit codes: 0 ok, 1 step failed (clean message), 2 usage. A failed
+evaluation gate is a result, not a failure: `evaluate` exits 0 and its report says
+`gate_passed: false` (the pipeline's condition step decides what runs next); with
+`--fail-on-gate` it exits 3 instead.
 """
 
 from __future__ import annotations
@@ -26,8 +30,15 @@ def _pairs(values: list[str], flag: str, parser: argparse.ArgumentParser) -> dic
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one pipeline step from the command line."""
-    parser = argparse.ArgumentParser(prog="python -m specml.runtime", description=__doc__)
+    """Run one pipeline step (or `serve`) from the command line."""
+    args_in = sys.argv[1:] if argv is None else list(argv)
+    if args_in[:1] == ["serve"]:
+        from specml.runtime.serving.__main__ import main as serve
+
+        # A container listens on every interface; SageMaker runs `IMAGE serve`.
+        return serve(args_in[1:], prog="python -m specml.runtime serve", host="0.0.0.0")
+    parser = argparse.ArgumentParser(prog="python -m specml.runtime", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("kind", choices=sorted(STEP_IMPLEMENTATIONS))
     parser.add_argument("--plan", required=True, type=Path, help="the Plan's JSON file")
     parser.add_argument("--workdir", required=True, type=Path)
@@ -36,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-id", default=None)
     parser.add_argument("--input", action="append", default=[], metavar="NAME=PATH")
     parser.add_argument("--output", action="append", default=[], metavar="NAME=PATH")
-    args = parser.parse_args(argv)
+    parser.add_argument("--fail-on-gate", action="store_true",
+                        help="evaluate: exit 3 when a gate fails (default: exit 0, report says so)")
+    args = parser.parse_args(args_in)
     ctx = StepContext(workdir=args.workdir, data_dir=args.data_dir,
                       tracking_uri=args.tracking_uri, run_id=args.run_id)
     try:
@@ -57,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         for g in failed:
             print(f"gate failed: {g['gate']}: {g['metric']}={g['value']:.4f} "
                   f"misses by {-g['margin']:.4f}", file=sys.stderr)
-        return 3
+        if args.fail_on_gate:
+            return 3
     return 0
 
 

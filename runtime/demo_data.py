@@ -2,9 +2,13 @@
 
 Every source of the Plan gets a table with its timestamp column, the join keys of the entities
 whose views read it, and those views' fields. The label source also carries the join keys of every
-entity the model uses and the label, which is a seeded function of the point-in-time feature
-values (as the feature store will join them), plus noise. A few float values are missing, and
-TTLs make some joined values expire, as in real data.
+entity the model uses and the label, which is a function of the point-in-time feature values (as
+the feature store will join them), plus noise. A few float values are missing, and TTLs make some
+joined values expire, as in real data.
+
+The "world" (each field's distribution, the label's weights) depends only on the Plan's system and
+field names, and the seed only draws samples from it: data written with another seed is new data
+from the same process, so a model trained on one seed still scores well on another.
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
-
     from specml.compiler.ir import DataSource, Plan
 
 START = "2024-01-01T00:00:00Z"
@@ -52,43 +55,57 @@ def _entity_keys(plan: Plan, entity_id: str, index: np.ndarray) -> dict[str, np.
     return cols
 
 
-def _field_values(rng: np.random.Generator, dtype: str, latent: np.ndarray) -> np.ndarray:
-    """One feature column: a per-field distribution shifted by the entity's latent trait."""
+def _world(plan: Plan, *names: str) -> np.random.Generator:
+    """A generator for the data-generating process itself, fixed by the system and the names given."""
+    import hashlib
+
+    import numpy as np
+
+    digest = hashlib.sha256("\0".join((plan.system.name, *names)).encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def _field_values(rng: np.random.Generator, world: np.random.Generator, dtype: str,
+                  latent: np.ndarray) -> np.ndarray:
+    """One feature column: a per-field distribution (from `world`) shifted by the latent trait."""
     import numpy as np
 
     n = len(latent)
-    raw = rng.uniform(-1, 1) * latent + rng.normal(0, 1, n)
+    loading, base, scale, shift, cut = (world.uniform(-1, 1), world.uniform(1, 40),
+                                        world.uniform(1, 200), world.uniform(-0.5, 0.5),
+                                        world.normal(0.5, 0.3))
+    raw = loading * latent + rng.normal(0, 1, n)
     if dtype in ("int32", "int64"):
-        lam = np.exp(np.log(rng.uniform(1, 40)) + 0.35 * raw)
+        lam = np.exp(np.log(base) + 0.35 * raw)
         return rng.poisson(lam).astype(dtype)
     if dtype in ("float32", "float64"):
-        scale, shift = rng.uniform(1, 200), rng.uniform(-0.5, 0.5)
         values = scale * np.exp(0.4 * raw + shift)
         values[rng.random(n) < MISSING_RATE] = np.nan
         return values.astype(dtype)
     if dtype == "bool":
-        return raw > rng.normal(0.5, 0.3)
+        return raw > cut
     return np.array([f"cat_{int(v)}" for v in np.clip(np.round(raw + 2), 0, 4)])
 
 
 def _label(plan: Plan, rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
-    """The label: a seeded linear + interaction function of the standardised features, plus noise."""
+    """The label: a fixed linear + interaction function of the standardised features, plus noise."""
     import numpy as np
 
     n, f = x.shape
     mean = np.nanmean(x, axis=0) if n else np.zeros(f)
     std = np.nanstd(x, axis=0)
     z = np.nan_to_num((x - mean) / np.where(std > 0, std, 1.0))
-    w = rng.normal(0, 1, f)
+    world = _world(plan, "label", *(ref.ref for ref in plan.training.features))
+    w = world.normal(0, 1, f)
     score = z @ w + (0.7 * z[:, 0] * z[:, 1] if f >= 2 else 0.0)
     score = (score - score.mean()) / (score.std() or 1.0)
     task = plan.training.task
     if task == "binary_classification":
-        p = 1 / (1 + np.exp(-(3.5 * score - 2.5)))
+        p = 1 / (1 + np.exp(-(5.0 * score - 7.0)))  # ~10% positives, strong signal
         return (rng.random(n) < p).astype("int64")
     if task == "multiclass_classification":
         k = plan.training.num_classes
-        logits = 2.5 * (z @ rng.normal(0, 1, (f, k)))
+        logits = 2.5 * (z @ world.normal(0, 1, (f, k)))
         logits += rng.gumbel(0, 1, logits.shape)
         return logits.argmax(axis=1).astype("int64")
     return np.maximum(100 + 20 * score + rng.normal(0, 4, n), 1.0).astype("float64")
@@ -167,7 +184,8 @@ def demo_tables(plan: Plan, rows: int = 2000, seed: int = 0) -> dict[str, pd.Dat
             view_trait = latent[view.entity_id][index[view.entity_id][order]]
             for fld in view.fields:
                 if fld.name not in frame:
-                    frame[fld.name] = _field_values(rng, fld.dtype, view_trait)
+                    world = _world(plan, "field", view.id, fld.name)
+                    frame[fld.name] = _field_values(rng, world, fld.dtype, view_trait)
         tables[source.id] = pd.DataFrame(frame)
     features = asof_features(plan, tables, label_src)
     tables[label_src][plan.features.label.field] = _label(plan, rng, features)

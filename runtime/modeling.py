@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
-
 from specml.compiler.ir import Plan
+from torch import nn
 
 WEIGHTS = "model.pt"
 METADATA = "model.json"
@@ -18,6 +17,12 @@ _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
 class TabularModel(nn.Module):
     """features [N, F] float32 (NaN = missing) -> output [N, K] (probabilities or values)."""
+
+    fill: torch.Tensor
+    center: torch.Tensor
+    scale: torch.Tensor
+    target_center: torch.Tensor
+    target_scale: torch.Tensor
 
     def __init__(self, plan: Plan, n_features: int) -> None:
         super().__init__()
@@ -68,9 +73,22 @@ class TabularModel(nn.Module):
         self.fill.copy_(mean)
         self.center.copy_(mean)
         self.scale.copy_(torch.where(std > 1e-12, std, torch.ones_like(std)))
-        if y is not None and self.task == "regression":
+        if y is None or not len(y):
+            return
+        if self.task == "regression":
             self.target_center.copy_(y.float().mean().reshape(1))
             self.target_scale.copy_(y.float().std(unbiased=False).clamp(min=1e-12).reshape(1))
+            return
+        # Start from the label prior (output bias = base-rate logit / log class frequencies): the
+        # first predictions are calibrated, so few optimiser steps are not spent learning it.
+        head = self.net[-1]
+        assert isinstance(head, nn.Linear)
+        if self.task == "binary_classification":
+            p = y.float().mean().clamp(1e-4, 1 - 1e-4)
+            head.bias.fill_(float(torch.log(p / (1 - p))))
+        else:
+            counts = torch.bincount(y.long(), minlength=head.out_features).float() + 1.0
+            head.bias.copy_(torch.log(counts / counts.sum()))
 
 
 def save_model(model: TabularModel, folder: Path, metadata: dict[str, Any]) -> None:

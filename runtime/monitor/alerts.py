@@ -20,7 +20,13 @@ from typing import Any
 from specml.compiler.ir import Alert, Plan, SecretRef
 from specml.compiler.metrics import METRICS
 from specml.runtime.monitor.drift import DriftReport
-from specml.runtime.monitor.events import LEVEL_ORDER, AlertEvent, Level, evaluate_drift_alerts, level_for
+from specml.runtime.monitor.events import (
+    LEVEL_ORDER,
+    AlertEvent,
+    Level,
+    evaluate_drift_alerts,
+    level_for,
+)
 from specml.runtime.monitor.live import LiveFigures
 
 ALERT_LOG = "alerts.jsonl"
@@ -97,6 +103,17 @@ class AlertMonitor:
         for event in changed:
             self.emit(event)
         return changed
+
+    def snapshot(self) -> dict[str, Any]:
+        """Firing levels and pending breaches, JSON-ready (to carry state across monitor runs)."""
+        return {"firing": dict(self.firing),
+                "pending": {k: [p.level, p.since] for k, p in self._pending.items()}}
+
+    def restore(self, saved: Mapping[str, Any]) -> None:
+        """Continue from a `snapshot()`."""
+        self.firing.update(saved.get("firing", {}))
+        for alert_id, (level, since) in saved.get("pending", {}).items():
+            self._pending[alert_id] = _Pending(level, since)
 
     def _persist(self, alert: Alert, event: AlertEvent, now: float) -> AlertEvent | None:
         """Apply `for_seconds`: a worse level fires once it has held that long; better at once."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ class RetrainState:
 
 
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _schedule_due(trigger: Trigger, state: RetrainState, now: float) -> str | None:
@@ -50,7 +50,7 @@ def _schedule_due(trigger: Trigger, state: RetrainState, now: float) -> str | No
     since = max(t for t in (state.last_training_at, state.last_retrain_at, 0.0) if t is not None)
     if since <= 0:
         return None  # never trained: the first training is not a schedule's business
-    fire = croniter(trigger.cron, datetime.fromtimestamp(since, tz=timezone.utc)).get_next(float)
+    fire = croniter(trigger.cron, datetime.fromtimestamp(since, tz=UTC)).get_next(float)
     return f"schedule '{trigger.cron}' fired at {_iso(fire)}" if fire <= now else None
 
 
@@ -85,7 +85,6 @@ def due_triggers(plan: Plan, state: RetrainState, now: float) -> list[str]:
 def count_new_rows(plan: Plan, base_dir: str | Path, watermark: float | None) -> int:
     """Labelled rows newer than the watermark in the label's source file (all rows if None)."""
     import pandas as pd
-
     from specml.runtime.steps.common import read_source
 
     source = next(s for s in plan.features.sources if s.id == plan.features.label.source_id)
@@ -100,7 +99,6 @@ def count_new_rows(plan: Plan, base_dir: str | Path, watermark: float | None) ->
 def data_watermark(plan: Plan, base_dir: str | Path) -> float:
     """The newest event time (unix seconds) in the label's source: what the training saw."""
     import pandas as pd
-
     from specml.runtime.steps.common import read_source
 
     source = next(s for s in plan.features.sources if s.id == plan.features.label.source_id)

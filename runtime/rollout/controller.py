@@ -218,9 +218,11 @@ class Controller:
             return
         self.state.traffic_percent, self.state.shadow_sample_percent = 0.0, 0.0
         self.state.reason = reason
+        # persist first: the server polls this file, so users are back on the champion before the
+        # (possibly slow) registry call
+        self._transition("rolled_back", reason)
         if self.registry is not None:
             self.registry.reject(self.state.model, self.state.challenger_version, reason)
-        self._transition("rolled_back", reason)
 
     def run(self, sample: Callable[[], LiveFigures], max_ticks: int | None = None) -> RolloutState:
         """Tick every analysis interval until promoted or rolled back (or max_ticks)."""

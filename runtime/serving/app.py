@@ -1,37 +1,56 @@
-"""Routes: the Open Inference Protocol (KServe v2 REST), predict-by-entity, health and /metrics.
+"""Routes: the Open Inference Protocol (KServe v2 REST), predict-by-entity, SageMaker's serving
+contract, health and /metrics.
 
 Endpoints (model name and version from serving.json):
   GET  /v2/health/live | /v2/health/ready | /v2
   GET  /v2/models/{name}[/versions/{v}]           model metadata (inputs/outputs, datatype, shape)
   GET  /v2/models/{name}[/versions/{v}]/ready
   POST /v2/models/{name}[/versions/{v}]/infer     JSON tensors or Triton binary tensor extension
-  POST /v1/models/{name}/predict-by-entity        {"entities": [{"customer_id": 5}, ...],
-                                                  "return_features": false}
-       -> {"model_name", "model_version", "outputs": {"output": [[...] per entity]},
-           "feature_names": [...], "features": [[...]]}   (features only when asked; null = missing)
+  POST /v1/models/{name}/predict-by-entity        see `InferenceApp._predict_by_entity`
+  GET  /ping, POST /invocations                   SageMaker's container contract (sagemaker.py)
   GET  /metrics                                   Prometheus text format
+Readiness: /v2/health/ready, model ready and /ping answer 503 until the model AND the online
+feature reader (when the model has a feature repo) are loaded; predict-by-entity answers 503
+while the reader loads (the server listens first, see server.py).
+With a challenger loaded (rollouts, see roles.py) each inference request is routed by the rollout
+state: shadow mirrors it to the challenger (users get the champion's answer), canary sends the
+router's share to the challenger. `/versions/{v}/infer` asks one version directly. Every answer
+names the version that produced it (`model_version` and the X-Specml-Model-Version header).
 Every refusal is a 4xx with {"error": "..."}; an unexpected failure is a 500, never a crash.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import logging
+import os
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from specml.runtime.serving.batching import DynamicBatcher, UnbatchedRunner
+import numpy as np
 from specml.runtime.serving.http import HttpRequest, HttpResponse
 from specml.runtime.serving.metrics import CONTENT_TYPE, ServingMetrics
 from specml.runtime.serving.model import ServedModel
 from specml.runtime.serving.online_features import EntityError, OnlineFeatureReader
-from specml.runtime.serving.protocol import ProtocolError, decode_infer, encode_infer, parse_json
+from specml.runtime.serving.protocol import (
+    ProtocolError,
+    decode_infer,
+    encode_infer,
+    parse_json,
+    split_body,
+)
+from specml.runtime.serving.roles import ModelSlot, TrafficControl
+from specml.runtime.serving.sagemaker import decode_invocation, execution_parameters
 
 SERVER_NAME = "specml"
 SERVER_VERSION = "0.1.0"
 MAX_ENTITIES_PER_REQUEST = 4096
+MAX_MIRRORS_IN_FLIGHT = 256
+log = logging.getLogger("specml.serving")
 
 
 def _json(status: int, payload: Any) -> HttpResponse:
@@ -40,6 +59,13 @@ def _json(status: int, payload: Any) -> HttpResponse:
 
 def _error(status: int, message: str) -> HttpResponse:
     return _json(status, {"error": message})
+
+
+def unavailable(message: str) -> HttpResponse:
+    """503 with a Retry-After hint: the server is up but cannot answer this yet."""
+    response = _error(503, message)
+    response.headers["Retry-After"] = "1"
+    return response
 
 
 def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
@@ -64,9 +90,11 @@ def _endpoint_of(path: str) -> str:
         return "infer"
     if path.endswith("/predict-by-entity"):
         return "predict_by_entity"
+    if path == "/invocations":
+        return "invocations"
     if path == "/metrics":
         return "metrics"
-    if path.startswith("/v2/health") or path.endswith("/ready"):
+    if path.startswith("/v2/health") or path.endswith("/ready") or path == "/ping":
         return "health"
     if path == "/v2" or path.startswith("/v2/models/"):
         return "metadata"
@@ -74,148 +102,294 @@ def _endpoint_of(path: str) -> str:
 
 
 class InferenceApp:
-    """One served model behind the v2 protocol; `handle` is the HTTP server's handler."""
+    """Champion (and optional challenger) behind the v2 protocol; `handle` is the HTTP handler."""
 
     def __init__(
         self,
-        model: ServedModel,
-        runner: DynamicBatcher | UnbatchedRunner,
+        traffic: TrafficControl,
         metrics: ServingMetrics,
         features: OnlineFeatureReader | None = None,
         max_body_bytes: int = 8 * 1024 * 1024,
+        request_log: Any = None,
     ) -> None:
-        self.model = model
-        self.runner = runner
+        self.traffic = traffic
         self.metrics = metrics
         self.features = features
         self.max_body_bytes = max_body_bytes
+        self.request_log = request_log  # specml.runtime.monitor.requestlog.RequestLog or None
+        # Why predict-by-entity cannot answer yet (None: the reader is loaded, or there is none).
+        self.features_pending: str | None = None
         self._lookup_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="specml-lookup")
-        self._labels = (model.name, model.version)
-        self._metadata = json.dumps(model.metadata(), separators=(",", ":")).encode()
-        metrics.model_info.labels(model.name, model.version, model.provider).set(1)
-        # children resolved once: labels() per request is measurable at sub-millisecond budgets
-        self._latency = {
-            e: metrics.request_latency.labels(model.name, model.version, e)
-            for e in ("infer", "predict_by_entity", "metadata", "health", "metrics", "other")
-        }
+        self._ids = itertools.count()
+        self._id_prefix = os.urandom(4).hex()
+        self._mirrors: set[asyncio.Task[None]] = set()
+
+    @property
+    def model(self) -> ServedModel:
+        """The champion's model."""
+        return self.traffic.table.champion.model
+
+    def set_features(self, reader: OnlineFeatureReader | None) -> None:
+        """Install the online feature reader once loaded (the server is ready from then on)."""
+        self.features = reader
+        self.features_pending = None
+
+    def is_ready(self, slot: ModelSlot | None = None) -> bool:
+        """The model (or a pinned version) is loaded and the feature reader is not pending."""
+        model = (slot or self.traffic.table.champion).model
+        return model.is_ready() and self.features_pending is None
 
     def close(self) -> None:
-        """Stop worker threads and close feature-store connections."""
-        self.runner.close()
+        """Stop worker threads, the state watcher, flush the request log, close feature stores."""
+        self.traffic.close()
         self._lookup_pool.shutdown(wait=False, cancel_futures=True)
         if self.features is not None:
             self.features.close()
+        if self.request_log is not None:
+            self.request_log.close()
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
-        """Route one request, time it and count it by status code."""
+        """Route one request, time it and count it on the version that answered."""
         start = time.perf_counter()
         endpoint = _endpoint_of(request.path)
+        slot: ModelSlot | None = None
         try:
-            _, response = await self._route(request)
+            slot, response = await self._route(request)
         except ProtocolError as exc:
             response = _error(exc.status, exc.message)
-        elapsed = time.perf_counter() - start
-        self._latency[endpoint].observe(elapsed)
-        code = str(response.status)
-        self.metrics.requests.labels(*self._labels, endpoint, code).inc()
-        if response.status >= 400:
-            self.metrics.errors.labels(*self._labels, endpoint, code).inc()
+        (slot or self.traffic.table.champion).count(endpoint, response.status, time.perf_counter() - start)
         return response
 
-    async def _route(self, request: HttpRequest) -> tuple[str, HttpResponse]:
+    async def _route(self, request: HttpRequest) -> tuple[ModelSlot | None, HttpResponse]:
         parts = [p for p in request.path.split("/") if p]
         method = request.method
         if parts == ["metrics"]:
             self._allow(method, "GET")
-            return "metrics", HttpResponse(200, self.metrics.render(), CONTENT_TYPE)
+            return None, HttpResponse(200, self.metrics.render(), CONTENT_TYPE)
+        if parts == ["ping"]:
+            self._allow(method, "GET")
+            ready = self.is_ready()
+            return None, _json(200 if ready else 503, {"ready": ready})
+        if parts == ["invocations"]:
+            self._allow(method, "POST")
+            return await self._invocations(request)
+        if parts == ["execution-parameters"]:
+            self._allow(method, "GET")
+            return None, _json(200, execution_parameters(self.max_body_bytes))
         if parts[:1] == ["v2"]:
             return await self._route_v2(method, parts[1:], request)
         if parts[:2] == ["v1", "models"] and len(parts) == 4 and parts[3] == "predict-by-entity":
             self._allow(method, "POST")
             self._check_model(parts[2], None)
-            return "predict_by_entity", await self._predict_by_entity(request)
-        return "other", _error(404, f"no route for {request.path!r}")
+            return await self._predict_by_entity(request)
+        return None, _error(404, f"no route for {request.path!r}")
 
     async def _route_v2(
         self, method: str, parts: list[str], request: HttpRequest
-    ) -> tuple[str, HttpResponse]:
+    ) -> tuple[ModelSlot | None, HttpResponse]:
         if not parts:
             self._allow(method, "GET")
-            return "metadata", _json(
+            return None, _json(
                 200,
                 {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": ["binary_tensor_data"]},
             )
         if parts == ["health", "live"]:
             self._allow(method, "GET")
-            return "health", _json(200, {"live": True})
+            return None, _json(200, {"live": True})
         if parts == ["health", "ready"]:
             self._allow(method, "GET")
-            ready = self.model.is_ready()
-            return "health", _json(200 if ready else 503, {"ready": ready})
+            ready = self.is_ready()
+            return None, _json(200 if ready else 503, {"ready": ready})
         if parts[0] != "models" or len(parts) < 2:
-            return "other", _error(404, f"no route for {request.path!r}")
+            return None, _error(404, f"no route for {request.path!r}")
         name, rest = parts[1], parts[2:]
         version = None
         if rest[:1] == ["versions"]:
             if len(rest) < 2:
-                return "other", _error(404, f"no route for {request.path!r}")
+                return None, _error(404, f"no route for {request.path!r}")
             version, rest = rest[1], rest[2:]
-        self._check_model(name, version)
+        pinned = self._check_model(name, version)
         if not rest:
             self._allow(method, "GET")
-            return "metadata", HttpResponse(200, self._metadata)
+            return pinned, _json(200, self._metadata())
         if rest == ["ready"]:
             self._allow(method, "GET")
-            ready = self.model.is_ready()
-            return "health", _json(200 if ready else 503, {"name": name, "ready": ready})
+            ready = self.is_ready(pinned)
+            return pinned, _json(200 if ready else 503, {"name": name, "ready": ready})
         if rest == ["infer"]:
             self._allow(method, "POST")
-            return "infer", await self._infer(request)
-        return "other", _error(404, f"no route for {request.path!r}")
+            return await self._infer(request, pinned)
+        return None, _error(404, f"no route for {request.path!r}")
 
     @staticmethod
     def _allow(method: str, allowed: str) -> None:
         if method != allowed:
             raise ProtocolError(f"method {method} not allowed here; use {allowed}", 405)
 
-    def _check_model(self, name: str, version: str | None) -> None:
-        if name != self.model.name:
-            raise ProtocolError(f"unknown model {name!r}; this server serves '{self.model.name}'", 404)
-        if version is not None and version != self.model.version:
-            raise ProtocolError(
-                f"model '{name}' has no version {version!r}; serving version '{self.model.version}'",
-                404,
-            )
+    def _check_model(self, name: str, version: str | None) -> ModelSlot | None:
+        """The slot a versioned path pins (None: let the router choose)."""
+        table = self.traffic.table
+        if name != table.champion.model.name:
+            raise ProtocolError(f"unknown model {name!r}; this server serves '{table.champion.model.name}'", 404)
+        if version is None:
+            return None
+        slot = table.by_version(version)
+        if slot is None:
+            served = ", ".join(f"'{s.version}'" for s in (table.champion, table.challenger) if s)
+            raise ProtocolError(f"model '{name}' has no version {version!r}; serving version {served}", 404)
+        return slot
+
+    def _metadata(self) -> dict[str, Any]:
+        table = self.traffic.table
+        doc = table.champion.model.metadata()
+        if table.challenger is not None:
+            doc["versions"] = [table.champion.version, table.challenger.version]
+        return doc
 
     def _body(self, request: HttpRequest) -> bytes:
         encoding = request.headers.get("content-encoding", "").lower()
         return _decompress(request.body, encoding, self.max_body_bytes)
 
-    async def _infer(self, request: HttpRequest) -> HttpResponse:
-        from specml.runtime.serving.protocol import split_body
+    def _request_id(self, given: str | None, request: HttpRequest) -> str:
+        return given or request.headers.get("x-request-id") or f"{self._id_prefix}-{next(self._ids)}"
 
+    async def _infer(self, request: HttpRequest, pinned: ModelSlot | None) -> tuple[ModelSlot, HttpResponse]:
         header, binary = split_body(
             self._body(request), request.headers.get("inference-header-content-length")
         )
-        infer = decode_infer(header, binary, self.model.input, self.model.outputs)
-        results = await self._score(infer.features)
-        body, header_length = encode_infer(self.model.name, self.model.version, infer, results)
+        champion = self.traffic.table.champion.model
+        infer = decode_infer(header, binary, champion.input, champion.outputs)
+        request_id = self._request_id(infer.request_id, request)
+        slot, results = await self._answer(infer.features, request_id, "infer", pinned)
+        body, header_length = encode_infer(slot.model.name, slot.version, infer, results)
+        headers = _version_headers(slot)
         if header_length is None:
-            return HttpResponse(200, body)
-        return HttpResponse(
-            200,
-            body,
-            "application/octet-stream",
-            {"Inference-Header-Content-Length": str(header_length)},
-        )
+            return slot, HttpResponse(200, body, headers=headers)
+        headers["Inference-Header-Content-Length"] = str(header_length)
+        return slot, HttpResponse(200, body, "application/octet-stream", headers)
 
-    async def _score(self, features: Any) -> dict[str, Any]:
+    async def _invocations(self, request: HttpRequest) -> tuple[ModelSlot, HttpResponse]:
+        """SageMaker's POST /invocations: rows in (OIP v2, instances, inputs or CSV), predictions
+        out as {"predictions": [...]}, one entry per row (the model's output for that row)."""
+        champion = self.traffic.table.champion.model
+        features, request_id = decode_invocation(
+            self._body(request), request.headers.get("content-type", ""),
+            request.headers.get("inference-header-content-length"), champion.input, champion.outputs,
+        )
+        slot, results = await self._answer(
+            features, self._request_id(request_id, request), "invocations")
+        body = {"predictions": results[slot.model.manifest.output_name].tolist()}
+        response = _json(200, body)
+        response.headers.update(_version_headers(slot))
+        return slot, response
+
+    async def _answer(
+        self, features: Any, request_id: str, endpoint: str, pinned: ModelSlot | None = None
+    ) -> tuple[ModelSlot, dict[str, Any]]:
+        """Score on the routed slot (one table read: exactly one model answers), mirror if asked.
+
+        A failing challenger is counted as the challenger's error and the champion answers instead.
+        """
+        table = self.traffic.table
+        if pinned is not None:
+            slot, mirror = pinned, None
+        else:
+            slot, mirror = table.pick(request_id)
+        start = time.perf_counter()
+        if slot is not table.champion and pinned is None:
+            try:
+                results = await slot.score(features)
+            except Exception as exc:
+                slot.count(endpoint, 500, time.perf_counter() - start)
+                log.warning("challenger v%s failed (%s); the champion answers", slot.version, exc)
+                slot = table.champion
+                results = await self._score(slot, features)
+        else:
+            results = await self._score(slot, features)
+        elapsed = time.perf_counter() - start
+        if mirror is not None:
+            self._mirror(table.champion, mirror, features, results, elapsed)
+        if self.request_log is not None:
+            try:
+                out = results[slot.model.manifest.output_name]
+                self.request_log.append(features, out, slot.version, request_id=request_id)
+            except Exception:  # logging must never fail a request
+                log.exception("request log append failed")
+        return slot, results
+
+    @staticmethod
+    async def _score(slot: ModelSlot, features: Any) -> dict[str, Any]:
         try:
-            return await self.runner.submit(features)
+            return await slot.score(features)
         except Exception as exc:  # ONNX Runtime refused the batch: the server's fault, not the client's
             raise ProtocolError(f"inference failed: {type(exc).__name__}: {exc}", 500) from None
 
-    async def _predict_by_entity(self, request: HttpRequest) -> HttpResponse:
+    def _mirror(
+        self, champion: ModelSlot, challenger: ModelSlot, features: Any, answer: dict[str, Any],
+        champion_seconds: float,
+    ) -> None:
+        """Shadow: score a copy on the challenger in the background and compare (never awaited)."""
+        labels = (champion.model.name, champion.version, challenger.version)
+        if len(self._mirrors) >= MAX_MIRRORS_IN_FLIGHT:
+            self.metrics.shadow_requests.labels(*labels, "dropped").inc()
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._shadow(labels, challenger, features, answer, champion_seconds)
+        )
+        self._mirrors.add(task)
+        task.add_done_callback(self._mirrors.discard)
+
+    async def _shadow(
+        self, labels: tuple[str, str, str], challenger: ModelSlot, features: Any,
+        answer: dict[str, Any], champion_seconds: float,
+    ) -> None:
+        m = self.metrics
+        start = time.perf_counter()
+        try:
+            results = await challenger.score(features)
+        except Exception:
+            challenger.count("shadow", 500, time.perf_counter() - start)
+            m.shadow_requests.labels(*labels, "failed").inc()
+            return
+        elapsed = time.perf_counter() - start
+        challenger.count("shadow", 200, elapsed)
+        m.shadow_requests.labels(*labels, "compared").inc()
+        m.shadow_latency_delta.labels(*labels).observe(elapsed - champion_seconds)
+        try:
+            self._compare(labels, challenger.model.manifest.output_name, answer, results)
+        except Exception:  # a comparison bug must not go unnoticed, nor hurt serving
+            log.exception("shadow comparison failed")
+
+    def _compare(
+        self, labels: tuple[str, str, str], name: str, answer: dict[str, Any], results: dict[str, Any]
+    ) -> None:
+        m = self.metrics
+        ours, theirs = np.asarray(answer[name]), np.asarray(results[name])
+        if ours.shape != theirs.shape:
+            return
+        m.shadow_diff.labels(*labels).observe(float(np.max(np.abs(ours - theirs))) if ours.size else 0.0)
+        if ours.ndim == 2 and ours.shape[1] > 1:
+            agree = int(np.sum(ours.argmax(axis=1) == theirs.argmax(axis=1)))
+            m.shadow_rows.labels(*labels, "true").inc(agree)
+            m.shadow_rows.labels(*labels, "false").inc(ours.shape[0] - agree)
+
+    async def _predict_by_entity(self, request: HttpRequest) -> tuple[ModelSlot | None, HttpResponse]:
+        """Score entities by their join keys, features read from the online store.
+
+        Request: {"entities": [{"customer_id": 5}, ...], "return_features": false, "id": "..."}
+        Answer:  {"model_name", "model_version", "outputs": {"output": [[...] per entity]},
+                  "found": [true | false per entity],
+                  "missing_features": [["view:field", ...] per entity],
+                  "feature_names": [...], "features": [[...]]}   (the last two when asked)
+        A feature the store lacks for an entity, holds as null, or holds with an event time older
+        than its view's TTL is imputed by the model exactly as training imputes missing values;
+        `missing_features` names those per entity (empty list: all present) and `found` is false
+        for an entity the store holds nothing (live) for at all, whose prediction therefore rests
+        on imputed values only. Both are counted in specml_entity_lookups_total and
+        specml_imputed_features_total. 503 while the feature reader is still loading.
+        """
+        if self.features_pending is not None:
+            return None, unavailable(self.features_pending)
         if self.features is None:
             raise ProtocolError("this model has no online feature store configured", 501)
         payload = parse_json(self._body(request))
@@ -231,20 +405,49 @@ class InferenceApp:
         return_features = payload.get("return_features", False)
         if not isinstance(return_features, bool):
             raise ProtocolError("'return_features' must be a boolean")
+        reader = self.features
         start = time.perf_counter()
         loop = asyncio.get_running_loop()
         try:
-            matrix, values = await loop.run_in_executor(self._lookup_pool, self.features.read, entities)
+            found = await loop.run_in_executor(self._lookup_pool, reader.lookup, entities)
         except EntityError as exc:
             raise ProtocolError(str(exc)) from None
-        self.metrics.feature_lookup_latency.labels(*self._labels).observe(time.perf_counter() - start)
-        results = await self._score(matrix)
+        matrix = reader.to_matrix(found.values)
+        champion = self.traffic.table.champion
+        self.metrics.feature_lookup_latency.labels(*champion.labels).observe(time.perf_counter() - start)
+        self._count_lookup(champion, found)
+        given = payload.get("id") if isinstance(payload.get("id"), str) else None
+        slot, results = await self._answer(matrix, self._request_id(given, request), "predict_by_entity")
         body: dict[str, Any] = {
-            "model_name": self.model.name,
-            "model_version": self.model.version,
+            "model_name": slot.model.name,
+            "model_version": slot.version,
             "outputs": {name: array.tolist() for name, array in results.items()},
+            "found": found.found,
+            "missing_features": found.missing,
         }
         if return_features:
-            body["feature_names"] = list(self.features.feature_refs)
-            body["features"] = values
-        return _json(200, body)
+            body["feature_names"] = list(reader.feature_refs)
+            body["features"] = found.values
+        response = _json(200, body)
+        response.headers.update(_version_headers(slot))
+        return slot, response
+
+    def _count_lookup(self, slot: ModelSlot, found: Any) -> None:
+        """Per entity row: complete | partial | not_found; per imputed feature: missing | expired."""
+        m = self.metrics
+        outcomes = {"complete": 0, "partial": 0, "not_found": 0}
+        imputed: dict[tuple[str, str], int] = {}
+        for ok, missing, expired in zip(found.found, found.missing, found.expired, strict=True):
+            outcomes["complete" if not missing else "partial" if ok else "not_found"] += 1
+            for ref in missing:
+                key = (ref, "expired" if ref in expired else "missing")
+                imputed[key] = imputed.get(key, 0) + 1
+        for outcome, n in outcomes.items():
+            if n:
+                m.entity_lookups.labels(*slot.labels, outcome).inc(n)
+        for (ref, reason), n in imputed.items():
+            m.imputed_features.labels(*slot.labels, ref, reason).inc(n)
+
+
+def _version_headers(slot: ModelSlot) -> dict[str, str]:
+    return {"X-Specml-Model-Version": slot.version, "X-Specml-Model-Role": slot.role}

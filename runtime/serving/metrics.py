@@ -21,6 +21,11 @@ QUEUE_BUCKETS = (
 )  # fmt: skip
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
+DIFF_BUCKETS = (1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.05, 0.1, 0.2, 0.5, 1.0)
+DELTA_BUCKETS = (
+    -0.1, -0.01, -0.005, -0.001, -0.0005, 0.0, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,
+)  # fmt: skip
+
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
@@ -77,10 +82,58 @@ class ServingMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.entity_lookups = Counter(
+            "specml_entity_lookups_total",
+            "predict-by-entity rows by outcome: complete (every feature found), partial (some "
+            "imputed), not_found (nothing live in the online store: imputed values only).",
+            ["model", "version", "outcome"],
+            registry=r,
+        )
+        self.imputed_features = Counter(
+            "specml_imputed_features_total",
+            "Feature values imputed in predict-by-entity, by feature and reason (missing: absent "
+            "or null in the online store; expired: older than the view's TTL).",
+            ["model", "version", "feature", "reason"],
+            registry=r,
+        )
         self.model_info = Gauge(
             "specml_model_info",
             "1 for the model version being served, with its execution provider.",
             ["model", "version", "provider"],
+            registry=r,
+        )
+
+        self.model_role = Gauge(
+            "specml_model_role",
+            "1 for each loaded version's rollout role (champion | challenger).",
+            ["model", "version", "role"],
+            registry=r,
+        )
+        shadow = ["model", "champion_version", "challenger_version"]
+        self.shadow_requests = Counter(
+            "specml_shadow_requests_total",
+            "Requests mirrored to the challenger, by outcome (compared | failed | dropped).",
+            [*shadow, "outcome"],
+            registry=r,
+        )
+        self.shadow_diff = Histogram(
+            "specml_shadow_prediction_abs_diff",
+            "Max |champion - challenger| output per mirrored request.",
+            shadow,
+            buckets=DIFF_BUCKETS,
+            registry=r,
+        )
+        self.shadow_rows = Counter(
+            "specml_shadow_rows_total",
+            "Mirrored rows, by whether both models predict the same class (agree true | false).",
+            [*shadow, "agree"],
+            registry=r,
+        )
+        self.shadow_latency_delta = Histogram(
+            "specml_shadow_latency_delta_seconds",
+            "Challenger minus champion inference time per mirrored request.",
+            shadow,
+            buckets=DELTA_BUCKETS,
             registry=r,
         )
 

@@ -7,23 +7,83 @@ config (table names, join keys and their value types, db path, key serialisation
 per request: builds the entity key with Feast's `serialize_entity_key`, runs a prepared query and
 decodes the values with Feast's `ValueProto` / `feast_value_type_to_python_type`.
 Tests keep `get_online_features` as the reference: same values, same missing (None) values.
-Like the Feast SQLite read path it does not drop values older than the view's TTL.
+
+TTL: unlike Feast's SQLite read path, a value whose event timestamp is older than its view's TTL
+(as of the reader's clock: the wall clock, or a fixed time for replays and skew checks) is
+returned as missing, exactly as the offline point-in-time join treats it in training; the model
+then imputes it like any other missing value (NaN -> the training means inside the ONNX graph).
+A view with no TTL (0) never expires. `lookup` also says, per entity row, which features were
+imputed and whether the store knew the entity at all.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import sqlite3
 import threading
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+POINTER = "specml_repo.json"  # written by materialize_features: holds `materialized_until`
+
 
 class EntityError(Exception):
     """An entity row the lookup cannot use (missing or mistyped join key)."""
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """One read: values per entity row and feature ref (None = imputed), and why."""
+
+    values: list[list[Any]]
+    missing: list[list[str]]  # per row: refs the model imputes (absent, null or expired)
+    expired: list[list[str]]  # per row: refs whose stored value is older than the view's TTL
+    found: list[bool]  # per row: the store holds at least one (unexpired) value for the entity
+
+
+def parse_as_of(value: str | datetime | None, repo_path: Path) -> datetime | None:
+    """The TTL clock: None for the wall clock ("now"), else a fixed UTC time ("materialized":
+    the end of the repo's last materialization, from its specml_repo.json; or ISO-8601)."""
+    if value is None or value == "now":
+        return None
+    if isinstance(value, datetime):
+        when = value
+    elif value == "materialized":
+        pointer = Path(repo_path) / POINTER
+        try:
+            when = datetime.fromisoformat(json.loads(pointer.read_text())["materialized_until"])
+        except (OSError, ValueError, KeyError) as exc:
+            raise ValueError(f"cannot read materialized_until from {pointer}: {exc}") from None
+    else:
+        try:
+            when = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"features as-of {value!r} is not now, materialized or ISO-8601") from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def _stored_cutoff(cutoff: datetime) -> int:
+    """A UTC time as Feast's SQLite store encodes event_ts (its datetime adapter: naive UTC,
+    then `int(.timestamp())`), so stored values compare without decoding each one."""
+    return int(cutoff.astimezone(UTC).replace(tzinfo=None).timestamp())
+
+
+def _expired(stored: Any, cutoff: int) -> bool:
+    if isinstance(stored, int):
+        return stored < cutoff
+    if isinstance(stored, (str, bytes)):  # an ISO text timestamp (other Feast versions)
+        text = stored.decode() if isinstance(stored, bytes) else stored
+        try:
+            when = datetime.fromisoformat(text)
+        except ValueError:
+            return False
+        return _stored_cutoff(when if when.tzinfo else when.replace(tzinfo=UTC)) < cutoff
+    return False  # no timestamp stored: nothing to expire by
 
 
 @dataclass(frozen=True)
@@ -34,17 +94,26 @@ class _ViewLookup:
     key_types: tuple[Any, ...]  # feast ValueType per join key
     fields: tuple[str, ...]
     columns: tuple[int, ...]  # position of each field in the model's input row
+    ttl: timedelta | None  # None: the view's values never expire
 
 
 class OnlineFeatureReader:
     """Reads `view:field` features for entity rows, in model input order, as float32."""
 
-    def __init__(self, repo_path: str | Path, feature_refs: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        repo_path: str | Path,
+        feature_refs: tuple[str, ...],
+        as_of: str | datetime | None = None,
+        apply_ttl: bool = True,
+    ) -> None:
         from feast import FeatureStore
         from feast.infra.online_stores.helpers import compute_table_id
 
         self.repo_path = Path(repo_path)
         self.feature_refs = tuple(feature_refs)
+        self.as_of = parse_as_of(as_of, self.repo_path)  # None: the wall clock at each read
+        self.apply_ttl = apply_ttl
         self.store = FeatureStore(repo_path=str(self.repo_path))
         config = self.store.config
         if config.online_store.type not in ("sqlite",) and not str(
@@ -65,6 +134,7 @@ class OnlineFeatureReader:
             fv = self.store.get_feature_view(view)
             keys = tuple(c.name for c in fv.entity_columns)
             types = tuple(c.dtype.to_value_type() for c in fv.entity_columns)
+            ttl = fv.ttl if fv.ttl and fv.ttl.total_seconds() > 0 else None
             lookups.append(
                 _ViewLookup(
                     view=view,
@@ -73,6 +143,7 @@ class OnlineFeatureReader:
                     key_types=types,
                     fields=tuple(f for f, _ in fields),
                     columns=tuple(c for _, c in fields),
+                    ttl=ttl,
                 )
             )
         self.views = tuple(lookups)
@@ -107,41 +178,65 @@ class OnlineFeatureReader:
         return serialize_entity_key(proto, entity_key_serialization_version=self.key_version)
 
     def read_values(self, rows: list[dict[str, Any]]) -> list[list[Any]]:
-        """Python values per entity row and feature ref (None where the store has nothing)."""
+        """Python values per entity row and feature ref (None where the store has nothing, or
+        only a value older than the view's TTL)."""
+        return self.lookup(rows).values
+
+    def lookup(self, rows: list[dict[str, Any]]) -> Lookup:
+        """Values per entity row and feature ref, with what was imputed and why."""
         from feast.protos.feast.types.Value_pb2 import Value as ValueProto
         from feast.type_map import feast_value_type_to_python_type
 
-        result: list[list[Any]] = [[None] * len(self.feature_refs) for _ in rows]
+        n_refs = len(self.feature_refs)
+        result: list[list[Any]] = [[None] * n_refs for _ in rows]
+        expired: list[list[int]] = [[] for _ in rows]
         conn = self._conn()
+        now = self.as_of or datetime.now(UTC)
         for lookup in self.views:
             keys = [self._entity_key(lookup, row) for row in rows]
             wanted = {name: col for name, col in zip(lookup.fields, lookup.columns, strict=True)}
+            cutoff = None
+            if self.apply_ttl and lookup.ttl is not None:
+                cutoff = _stored_cutoff(now - lookup.ttl)
             # One indexed query per view; the statement text depends only on the row count,
             # so sqlite3's statement cache keeps it prepared.
             sql = (
-                f'SELECT entity_key, feature_name, value FROM "{lookup.table}" '
+                f'SELECT entity_key, feature_name, value, event_ts FROM "{lookup.table}" '
                 f"WHERE entity_key IN ({','.join('?' * len(set(keys)))})"
             )
             positions: dict[bytes, list[int]] = {}
             for i, key in enumerate(keys):
                 positions.setdefault(key, []).append(i)
-            for key, name, blob in conn.execute(sql, list(positions)):
+            for key, name, blob, event_ts in conn.execute(sql, list(positions)):
                 col = wanted.get(name)
                 if col is None:
+                    continue
+                if cutoff is not None and _expired(event_ts, cutoff):
+                    for i in positions[key]:
+                        expired[i].append(col)
                     continue
                 value = feast_value_type_to_python_type(ValueProto.FromString(blob))
                 for i in positions[key]:
                     result[i][col] = value
-        return result
+        refs = self.feature_refs
+        return Lookup(
+            values=result,
+            missing=[[refs[c] for c in range(n_refs) if row[c] is None] for row in result],
+            expired=[[refs[c] for c in sorted(cols)] for cols in expired],
+            found=[any(v is not None for v in row) for row in result],
+        )
 
     def read(self, rows: list[dict[str, Any]]) -> tuple[np.ndarray, list[list[Any]]]:
         """float32 [len(rows), F] model input (NaN where missing) and the raw values."""
         values = self.read_values(rows)
-        matrix = np.array(
+        return self.to_matrix(values), values
+
+    def to_matrix(self, values: list[list[Any]]) -> np.ndarray:
+        """float32 [len(values), F] model input, NaN where a value is missing."""
+        return np.array(
             [[math.nan if v is None else float(v) for v in row] for row in values],
             dtype=np.float32,
-        ).reshape(len(rows), len(self.feature_refs))
-        return matrix, values
+        ).reshape(len(values), len(self.feature_refs))
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

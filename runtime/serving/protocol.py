@@ -32,6 +32,7 @@ NUMPY_TO_DATATYPE: dict[str, str] = {
     "int32": "INT32",
     "bool": "BOOL",
 }
+_DATATYPE_BY_DTYPE: dict[np.dtype, str] = {np.dtype(k): v for k, v in NUMPY_TO_DATATYPE.items()}
 MAX_ROWS_PER_REQUEST = 65536
 
 
@@ -254,7 +255,7 @@ def encode_infer(
         array = results[out.name]
         entry: dict[str, Any] = {
             "name": out.name,
-            "datatype": NUMPY_TO_DATATYPE.get(array.dtype.name, "FP32"),
+            "datatype": _DATATYPE_BY_DTYPE.get(array.dtype, "FP32"),  # not dtype.name: slow
             "shape": list(array.shape),
         }
         if out.binary:

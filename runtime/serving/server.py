@@ -1,25 +1,38 @@
-"""Server lifecycle: build the app from a model folder, serve until SIGINT/SIGTERM, or run it in
-the background (`running_server`) for tests, benches and the training skew check."""
+"""Server lifecycle: listen at once, load the model folder and the online feature reader in the
+background, serve until SIGINT/SIGTERM; or run it in the background (`running_server`) for tests,
+benches and the training skew check.
+
+Startup order: serving.json is read (cheap: a bad folder fails before anything listens), the
+socket listens, then ONNX Runtime and (when the model has a feature repo) Feast load on a worker
+thread. Meanwhile /v2/health/live answers 200, /v2/health/ready, model ready and /ping answer 503,
+/metrics answers, and every other route a 503 with Retry-After. Inference works once the model
+is in; readiness (and predict-by-entity) waits for the feature reader too. A load failure stops
+the server with that error.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
-from specml.runtime.serving.app import InferenceApp
+from specml.runtime.serving.app import InferenceApp, unavailable
 from specml.runtime.serving.batching import make_runner
-from specml.runtime.serving.http import HttpServer
-from specml.runtime.serving.metrics import ServingMetrics
-from specml.runtime.serving.model import ServedModel
+from specml.runtime.serving.http import HttpRequest, HttpResponse, HttpServer
+from specml.runtime.serving.metrics import CONTENT_TYPE, ServingMetrics
+from specml.runtime.serving.model import ModelLoadError, ServedModel, ServingManifest
+from specml.runtime.serving.roles import FaultInjection, ModelSlot, Role, TrafficControl
 
 log = logging.getLogger("specml.serving")
 
@@ -39,12 +52,21 @@ class ServerConfig:
     online_features: bool = True  # load the Feast reader when a feature repo is known
     intra_op_threads: int = 0  # ONNX Runtime's default when 0
     grace_seconds: float = 5.0
+    challenger_dir: Path | None = None  # a second model folder (rollouts)
+    rollout_state: Path | None = None  # the rollout state file that sets the traffic split
+    state_poll_ms: float = 50.0  # how often the state file's mtime is checked
+    request_log_dir: Path | None = None  # log features + predictions for drift monitoring
+    inject_latency_ms: float = 0.0  # fault injection, CHALLENGER only (drills; 0 = off)
+    inject_error_rate: float = 0.0  # fault injection, CHALLENGER only (drills; 0 = off)
+    inject_seed: int | None = None
+    # The TTL clock of the online feature reader: "now" (wall clock), "materialized" (the repo's
+    # last materialization end; replays and the skew check) or an ISO-8601 time.
+    features_as_of: str = "now"
 
 
-def build_app(config: ServerConfig) -> InferenceApp:
-    """Load the model (and the online feature reader) and wire runner and metrics."""
-    model = ServedModel(config.model_dir, config.intra_op_threads)
-    metrics = ServingMetrics()
+def load_slot(config: ServerConfig, model_dir: Path, metrics: ServingMetrics, role: Role) -> ModelSlot:
+    """Load one model folder into a slot with its own runner (and fault injection if challenger)."""
+    model = ServedModel(model_dir, config.intra_op_threads)
     labels = (model.name, model.version)
     batch_hist = metrics.batch_size.labels(*labels)
     queue_hist = metrics.queue_delay.labels(*labels)
@@ -62,46 +84,171 @@ def build_app(config: ServerConfig) -> InferenceApp:
     runner = make_runner(
         run, config.batching, config.max_batch_size, config.max_delay_ms, observe
     )
-    reader = None
-    repo = config.feature_repo or model.manifest.feature_repo
-    if config.online_features and repo:
-        if not Path(repo, "feature_store.yaml").is_file():
-            log.warning("feature repo %s has no feature_store.yaml: predict-by-entity disabled", repo)
-        else:
-            from specml.runtime.serving.online_features import OnlineFeatureReader
+    faults = FaultInjection(config.inject_latency_ms, config.inject_error_rate, config.inject_seed)
+    log.info("%s: model %s version %s on %s", role, model.name, model.version, model.provider)
+    return ModelSlot(model, runner, metrics, role, faults)
 
-            reader = OnlineFeatureReader(repo, model.manifest.features)
+
+def _compatible(champion: ModelSlot, challenger: ModelSlot) -> str | None:
+    """Why a challenger cannot stand in for the champion (None: it can)."""
+    a, b = champion.model, challenger.model
+    if a.name != b.name:
+        return f"it serves model '{b.name}', the champion '{a.name}'"
+    if a.input != b.input or a.manifest.features != b.manifest.features:
+        return "its input features differ from the champion's"
+    if a.manifest.output_name != b.manifest.output_name:
+        return "its output differs from the champion's"
+    return None
+
+
+def build_app(config: ServerConfig, metrics: ServingMetrics | None = None,
+              with_features: bool = True) -> InferenceApp:
+    """Load the champion (and challenger), request log and metrics; the online feature reader too
+    unless `with_features` is False (the server then installs it later, see `feature_repo`)."""
+    metrics = metrics or ServingMetrics()
+    champion = load_slot(config, config.model_dir, metrics, "champion")
+
+    def load_challenger(folder: Path) -> ModelSlot:
+        slot = load_slot(config, folder, metrics, "challenger")
+        problem = _compatible(champion, slot)
+        if problem is not None:
+            slot.close()
+            raise ModelLoadError(f"challenger in {folder} cannot be served: {problem}")
+        return slot
+
+    challenger = None
+    folder = config.challenger_dir
+    if folder is not None and (folder / "serving.json").is_file() and config.rollout_state is None:
+        try:  # without a rollout state it is only loaded (versioned path), never routed to
+            challenger = load_challenger(folder)
+        except ModelLoadError as exc:
+            log.warning("%s", exc)
+    traffic = TrafficControl(champion, challenger, config.rollout_state, folder, load_challenger,
+                             config.state_poll_ms / 1000.0)
+    repo = feature_repo(config, champion.model.manifest)
+    reader = load_reader(config, repo, champion.model.manifest) if with_features and repo else None
     log.info(
-        "model %s version %s on %s; batching %s",
-        model.name,
-        model.version,
-        model.provider,
-        f"on (max {config.max_batch_size} rows, {config.max_delay_ms} ms)"
-        if config.batching
-        else "off",
+        "batching %s",
+        f"on (max {config.max_batch_size} rows, {config.max_delay_ms} ms)" if config.batching else "off",
     )
-    return InferenceApp(model, runner, metrics, reader, config.max_body_bytes)
+    if config.inject_latency_ms or config.inject_error_rate:
+        log.warning("FAULT INJECTION on the challenger: +%g ms, error rate %g",
+                    config.inject_latency_ms, config.inject_error_rate)
+    return InferenceApp(traffic, metrics, reader, config.max_body_bytes, _request_log(config, champion))
+
+
+def feature_repo(config: ServerConfig, manifest: ServingManifest) -> str | None:
+    """The Feast repo predict-by-entity reads from (None: none configured or usable)."""
+    repo = config.feature_repo or manifest.feature_repo
+    if not (config.online_features and repo):
+        return None
+    if not Path(repo, "feature_store.yaml").is_file():
+        log.warning("feature repo %s has no feature_store.yaml: predict-by-entity disabled", repo)
+        return None
+    return repo
+
+
+def load_reader(config: ServerConfig, repo: str, manifest: ServingManifest) -> Any:
+    """The online feature reader (imports Feast: seconds on a loaded machine)."""
+    from specml.runtime.serving.online_features import OnlineFeatureReader
+
+    return OnlineFeatureReader(repo, manifest.features, as_of=config.features_as_of)
+
+
+def _request_log(config: ServerConfig, champion: ModelSlot) -> Any:
+    """The monitoring request log when asked for and available (None otherwise)."""
+    if config.request_log_dir is None:
+        return None
+    try:
+        from specml.runtime.monitor.requestlog import RequestLog
+    except ImportError:
+        log.warning("request logging asked for but specml.runtime.monitor.requestlog is missing")
+        return None
+    return RequestLog(config.request_log_dir, feature_names=champion.model.manifest.features)
 
 
 class ModelServer:
-    """An InferenceApp bound to a socket on the current event loop."""
+    """The HTTP server on the current event loop: listens first, loads in the background."""
 
     def __init__(self, config: ServerConfig, app: InferenceApp | None = None) -> None:
         self.config = config
-        self.app = app or build_app(config)
-        self._http = HttpServer(self.app.handle, config.max_body_bytes)
+        folder = Path(config.model_dir)
+        if app is None and not (folder / "model.onnx").is_file():
+            raise ModelLoadError(f"no model.onnx in {folder}")
+        self.manifest = app.model.manifest if app else ServingManifest.load(folder / "serving.json")
+        self.metrics = app.metrics if app else ServingMetrics()
+        self.app = app  # None until the model is loaded
+        self.status = "ready" if app else "loading the model"
+        self.load_error: BaseException | None = None
+        self.loading: asyncio.Task[None] | None = None
+        self._http = HttpServer(self.handle, config.max_body_bytes)
         self.port: int | None = None
 
     async def start(self) -> int:
-        """Listen; returns the bound port."""
+        """Listen, then load in the background (see `loading`); returns the bound port."""
         self.port = await self._http.start(self.config.host, self.config.port)
         log.info("listening on http://%s:%d", self.config.host, self.port)
+        if self.app is not None:
+            self.app.traffic.start()
+        else:
+            self.loading = asyncio.get_running_loop().create_task(self._load())
         return self.port
+
+    async def _load(self) -> None:
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        try:
+            app = await loop.run_in_executor(None, build_app, self.config, self.metrics, False)
+            repo = feature_repo(self.config, app.model.manifest)
+            if repo is not None:
+                app.features_pending = "the online feature store is still loading; retry shortly"
+            self.app = app
+            app.traffic.start()
+            if repo is not None:
+                self.status = "loading the online feature store"
+                reader = await loop.run_in_executor(None, load_reader, self.config, repo, app.model.manifest)
+                app.set_features(reader)
+        except Exception as exc:
+            what = "the online feature store" if self.app is not None else "the model"
+            error = exc if isinstance(exc, ModelLoadError) else ModelLoadError(
+                f"{what} failed to load: {type(exc).__name__}: {exc}")
+            self.load_error = error
+            self.status = f"failed to load: {error}"
+            if self.app is not None:
+                self.app.features_pending = str(error)
+            log.error("cannot serve %s: %s", self.config.model_dir, error)
+            raise error from exc
+        self.status = "ready"
+        log.info("ready in %.2f s", time.perf_counter() - started)
+
+    async def handle(self, request: HttpRequest) -> HttpResponse:
+        """The app's answer once loaded; until then health, metrics and 503s."""
+        app = self.app
+        if app is not None:
+            return await app.handle(request)
+        path = request.path.rstrip("/")
+        if path == "/v2/health/live":
+            return HttpResponse(200, b'{"live":true}')
+        if path == "/metrics":
+            return HttpResponse(200, self.metrics.render(), CONTENT_TYPE)
+        if path in ("/v2/health/ready", "/ping") or (path.startswith("/v2/models/") and path.endswith("/ready")):
+            response = unavailable(f"not ready: {self.status}")
+            response.body = json.dumps({"ready": False, "reason": self.status}).encode()
+            return response
+        return unavailable(f"the server is starting ({self.status}); retry shortly")
+
+    async def wait_loaded(self) -> None:
+        """Until the model and feature reader are in; raises the load error if loading failed."""
+        if self.loading is not None:
+            await asyncio.shield(self.loading)
 
     async def stop(self) -> None:
         """Drain in-flight requests, close connections and worker threads."""
         await self._http.close(self.config.grace_seconds)
-        self.app.close()
+        if self.loading is not None and not self.loading.done():
+            self.loading.cancel()
+        if self.app is not None:
+            self.app.close()
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
@@ -114,18 +261,27 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 
 
 def serve_forever(config: ServerConfig, ready: threading.Event | None = None) -> None:
-    """Serve until SIGINT or SIGTERM, then shut down gracefully."""
+    """Serve until SIGINT or SIGTERM, then shut down gracefully; `ready` is set once loaded.
+    Raises the load error (e.g. ModelLoadError) when the model or feature reader cannot load."""
     server = ModelServer(config)
     loop = _new_loop()
     asyncio.set_event_loop(loop)
     stop = asyncio.Event()
 
+    def loaded(task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is not None:
+            stop.set()  # a server that cannot load exits (with that error) rather than idle
+        elif ready is not None:
+            ready.set()
+
     async def main() -> None:
         port = await server.start()
-        print(f"specml serving '{server.app.model.name}' on http://{config.host}:{port}", flush=True)
+        print(f"specml serving '{server.manifest.model_name}' on http://{config.host}:{port}", flush=True)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        if ready is not None:
+        if server.loading is not None:
+            server.loading.add_done_callback(loaded)
+        elif ready is not None:
             ready.set()
         await stop.wait()
         log.info("shutting down")
@@ -135,6 +291,8 @@ def serve_forever(config: ServerConfig, ready: threading.Event | None = None) ->
         loop.run_until_complete(main())
     finally:
         loop.close()
+    if server.load_error is not None:
+        raise server.load_error
 
 
 class _BackgroundServer:
@@ -145,6 +303,7 @@ class _BackgroundServer:
         self.loop = _new_loop()
         self.server: ModelServer | None = None
         self._started = threading.Event()
+        self._loaded = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="specml-server", daemon=True)
 
@@ -156,18 +315,34 @@ class _BackgroundServer:
         except BaseException as exc:  # reported to the caller of start()
             self._error = exc
             self._started.set()
+            self._loaded.set()
             return
+        if self.server.loading is None:
+            self._loaded.set()
+        else:
+            self.server.loading.add_done_callback(self._on_loaded)
         self._started.set()
         self.loop.run_forever()
         self.loop.run_until_complete(self.server.stop())
         self.loop.close()
 
-    def start(self) -> str:
+    def _on_loaded(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled():
+            task.exception()  # retrieved here; start() re-raises server.load_error
+        self._loaded.set()
+
+    def start(self, wait_ready: bool = True) -> str:
+        """Listen (and, with `wait_ready`, load) before returning the base URL."""
         self._thread.start()
         self._started.wait()
         if self._error is not None:
             raise self._error
         assert self.server is not None and self.server.port is not None
+        if wait_ready:
+            self._loaded.wait()
+            if self.server.load_error is not None:
+                self.stop()
+                raise self.server.load_error
         return f"http://{self.config.host}:{self.server.port}"
 
     def stop(self) -> None:
@@ -176,13 +351,40 @@ class _BackgroundServer:
             self._thread.join(timeout=self.config.grace_seconds + 5)
 
 
+def wait_until_ready(url: str, timeout_s: float = 120.0, alive: Any = None) -> None:
+    """Poll GET /v2/health/ready until 200; `alive()` False (e.g. the process exited) or the
+    timeout raises RuntimeError."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=5)
+            try:
+                conn.request("GET", "/v2/health/ready")
+                if conn.getresponse().status == 200:
+                    return
+            finally:
+                conn.close()
+        except OSError:
+            pass
+        if alive is not None and not alive():
+            raise RuntimeError(f"the server at {url} stopped before it was ready")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the server at {url} was not ready after {timeout_s:g} s")
+        time.sleep(0.05)
+
+
 @contextlib.contextmanager
-def running_server(config: ServerConfig, process: bool = False) -> Iterator[str]:
+def running_server(config: ServerConfig, process: bool = False, wait_ready: bool = True) -> Iterator[str]:
     """Run the server in the background (a thread, or a child process with `process=True`) and
-    yield its base URL, e.g. "http://127.0.0.1:41234"; port 0 picks a free port."""
+    yield its base URL, e.g. "http://127.0.0.1:41234", once ready (model and feature reader
+    loaded; `wait_ready=False`: as soon as it listens); port 0 picks a free port."""
     if not process:
         background = _BackgroundServer(config)
-        url = background.start()
+        url = background.start(wait_ready)
         try:
             yield url
         finally:
@@ -199,7 +401,10 @@ def running_server(config: ServerConfig, process: bool = False) -> Iterator[str]
         line = child.stdout.readline()  # the "specml serving ... on URL" line
         if " on http://" not in line:
             raise RuntimeError(f"server process failed to start (exit {child.poll()}): {line!r}")
-        yield line.rsplit(" on ", 1)[1].strip()
+        url = line.rsplit(" on ", 1)[1].strip()
+        if wait_ready:
+            wait_until_ready(url, alive=lambda: child.poll() is None)
+        yield url
     finally:
         child.send_signal(signal.SIGTERM)
         try:
@@ -225,6 +430,18 @@ def _cli_args(config: ServerConfig) -> list[str]:
         args += ["--feature-repo", config.feature_repo]
     if not config.online_features:
         args.append("--no-online-features")
+    optional = {
+        "--challenger-dir": config.challenger_dir,
+        "--rollout-state": config.rollout_state,
+        "--request-log-dir": config.request_log_dir,
+        "--inject-seed": config.inject_seed,
+    }
+    args += [part for flag, value in optional.items() if value is not None for part in (flag, str(value))]
+    args += ["--state-poll-ms", str(config.state_poll_ms), "--features-as-of", config.features_as_of]
+    if config.inject_latency_ms:
+        args += ["--inject-latency-ms", str(config.inject_latency_ms)]
+    if config.inject_error_rate:
+        args += ["--inject-error-rate", str(config.inject_error_rate)]
     return args
 
 

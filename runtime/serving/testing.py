@@ -8,7 +8,7 @@ folder follows the training contract exactly: `model.onnx` (float32 [N, F] "feat
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -103,20 +103,31 @@ def write_model_dir(
     return model_dir
 
 
-def churn_frames(n_customers: int, seed: int = 0) -> dict[str, Any]:
-    """Per-view pandas frames for customers 0..n-1; `usage` lacks every 7th customer."""
+def churn_frames(
+    n_customers: int, seed: int = 0, stale: dict[str, tuple[int, ...]] | None = None,
+    stale_days: float = 40.0,
+) -> dict[str, Any]:
+    """Per-view pandas frames for customers 0..n-1, stamped an hour ago; `usage` lacks every 7th
+    customer; `stale` maps a view to customers whose row is `stale_days` old instead."""
     import pandas as pd
 
     rng = np.random.default_rng(seed)
-    ts = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=1)
+    ts = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    old = ts - timedelta(days=stale_days)
+    stale = stale or {}
     ids = np.arange(n_customers, dtype=np.int64)
+
+    def stamps(view: str, keys: np.ndarray) -> Any:
+        return pd.Series([old if int(k) in stale.get(view, ()) else ts for k in keys],
+                         dtype="datetime64[ns, UTC]")
+
     stats = pd.DataFrame(
         {
             "customer_id": ids,
             "monthly_spend": rng.gamma(2.0, 30.0, n_customers).astype(np.float32),
             "support_calls_30d": rng.poisson(1.5, n_customers).astype(np.int64),
             "tenure_months": rng.integers(1, 72, n_customers).astype(np.int64),
-            "event_ts": ts,
+            "event_ts": stamps("customer_stats", ids),
         }
     )
     kept = ids[ids % 7 != 3]
@@ -125,14 +136,18 @@ def churn_frames(n_customers: int, seed: int = 0) -> dict[str, Any]:
             "customer_id": kept,
             "logins_7d": rng.poisson(5.0, len(kept)).astype(np.int64),
             "minutes_7d": rng.gamma(2.0, 40.0, len(kept)).astype(np.float32),
-            "event_ts": ts,
+            "event_ts": stamps("usage", kept),
         }
     )
     return {"customer_stats": stats, "usage": usage}
 
 
-def make_feast_repo(repo: Path, n_customers: int = 200, seed: int = 0) -> Path:
-    """A Feast repo (SQLite online store) with the churn views applied and written online."""
+def make_feast_repo(
+    repo: Path, n_customers: int = 200, seed: int = 0,
+    stale: dict[str, tuple[int, ...]] | None = None,
+) -> Path:
+    """A Feast repo (SQLite online store) with the churn views (TTL 30 days) applied and written
+    online; `stale` maps a view to customers whose values are 40 days old (past the TTL)."""
     import os
 
     os.environ.setdefault("FEAST_USAGE", "False")
@@ -148,7 +163,7 @@ def make_feast_repo(repo: Path, n_customers: int = 200, seed: int = 0) -> Path:
         "online_store:\n  type: sqlite\n  path: data/online.db\n"
         "entity_key_serialization_version: 3\n"
     )
-    frames = churn_frames(n_customers, seed)
+    frames = churn_frames(n_customers, seed, stale)
     customer = Entity(name="customer", join_keys=["customer_id"], value_type=ValueType.INT64)
     feast_types = {"float32": Float32, "int64": Int64}
     views = []
@@ -186,7 +201,7 @@ def http_request(
     from urllib.parse import urlsplit
 
     parts = urlsplit(base_url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=timeout)
     try:
         payload = body.encode() if isinstance(body, str) else body
         conn.request(method, path, body=payload, headers=headers or {})

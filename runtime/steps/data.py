@@ -96,7 +96,7 @@ def validate_data(
             elif not _kind_ok(dtype, df[col]):
                 problems.append(_problem(
                     f"source '{source.id}': column '{col}' is {df[col].dtype}, "
-                    f"incompatible with {dtype}", f"cast the column or change its dtype in the spec",
+                    f"incompatible with {dtype}", "cast the column or change its dtype in the spec",
                     "bad_dtype"))
         if source.id == label.source_id:
             if label.field not in df:

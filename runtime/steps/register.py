@@ -37,11 +37,12 @@ def register(plan: Plan, ctx: StepContext, inputs: dict[str, Path], outputs: dic
     meta = json.loads((model_dir / "model.json").read_text())
     mlflow = client(ctx)
     run_id = meta.get("mlflow_run_id") or start_run(plan, ctx, run_name=f"{plan.system.name}-register")
-    hashes = {"specml.spec_hash": plan.spec_hash, "specml.data_hash": data_hash(plan, ctx.data_dir)}
+    hashes = {"specml.spec_hash": plan.spec_hash, "specml.plan_hash": plan_hash(plan),
+              "specml.data_hash": data_hash(plan, ctx.data_dir)}
     versions = code_version()
     for key, value in {**hashes, **{f"specml.{k}": v for k, v in versions.items()}}.items():
         mlflow.set_tag(run_id, key, value)
-    log_params(ctx, run_id, {"spec_hash": plan.spec_hash})
+    log_params(ctx, run_id, {"spec_hash": plan.spec_hash, "plan_hash": hashes["specml.plan_hash"]})
     with tempfile.TemporaryDirectory() as tmp:
         plan_file = Path(tmp) / "plan.json"
         plan_file.write_text(plan.to_json())
@@ -65,6 +66,13 @@ def register(plan: Plan, ctx: StepContext, inputs: dict[str, Path], outputs: dic
     write_json(_artifact_file(need(outputs, "registered_model", "register"), REGISTERED), record)
     return StepResult(values={"model_name": name, "model_version": str(version.version),
                               "mlflow_run_id": run_id})
+
+
+def plan_hash(plan: Plan) -> str:
+    """sha256 of the Plan's canonical JSON (the spec_hash covers the spec, this the lowered IR)."""
+    import hashlib
+
+    return "sha256:" + hashlib.sha256(plan.to_json().encode()).hexdigest()
 
 
 def read_registered(path: Path) -> dict[str, Any]:

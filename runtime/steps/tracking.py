@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ def client(ctx: StepContext) -> Any:
     """An MlflowClient on the context's tracking URI (tracking and registry in one store)."""
     os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    warnings.filterwarnings("ignore", message=".*noload.*")  # MLflow's own SQLAlchemy usage
     from mlflow.tracking import MlflowClient
 
     Path(ctx.workdir).mkdir(parents=True, exist_ok=True)

@@ -70,9 +70,8 @@ def fit(plan: Plan, x: Any, y: Any, splits: dict[str, Any], device: str,
     import copy
 
     import torch
-    from tqdm import tqdm
-
     from specml.runtime.modeling import TabularModel, predict
+    from tqdm import tqdm
 
     t = plan.training
     torch.manual_seed(t.seed)
@@ -175,5 +174,6 @@ def train(plan: Plan, ctx: StepContext, inputs: dict[str, Path], outputs: dict[s
              "train_seconds": seconds}
     write_json(need(outputs, "train_metrics", "train"),
                {"metrics": final, "history": history, "device": device, "mlflow_run_id": run_id})
-    log_metrics(ctx, run_id, {"train_seconds": seconds, "best_epoch": best_epoch})
+    log_metrics(ctx, run_id, {"train_seconds": seconds, "best_epoch": best_epoch,
+                              "epochs_run": len(history)})
     return StepResult(values={"mlflow_run_id": run_id, "device": device}, metrics=final)

@@ -6,7 +6,6 @@ import math
 from typing import Any
 
 import yaml
-
 from specml.compiler.ir import Plan
 
 MANAGED_BY = "specml"

@@ -14,6 +14,23 @@ from specml.targets.kubeflow.kserve import (
 from specml.targets.kubeflow.manifests import human_duration, namespace, short_hash
 from specml.targets.kubeflow.pipeline import DEFAULT_DATA_DIR, default_workdir
 
+# What differs when the compiled file runs under kfp.local (checked against kfp 2.17).
+_KFP_LOCAL_NOTES = (
+    "kfp.local notes (kfp 2.17, tested with it; `specml[kubeflow]` pins it):",
+    "",
+    "- `SubprocessRunner(use_venv=False)` runs every step with the current interpreter, which "
+    "needs `specml[local,kubeflow]`; the image is not used (kfp warns about it). kfp's default "
+    "`use_venv=True` gives each step a fresh venv, and the components install nothing into it "
+    "(no specml, no kfp), so use `use_venv=False`.",
+    "- CPU/memory requests and limits and the GPU accelerator are ignored locally (kfp warns); "
+    "retries and the evaluate gate are honoured; caching only with "
+    "`kfp.local.init(..., enable_caching=True)`.",
+    "- The gate is the evaluate step's single return value (output key `Output`): kfp.local "
+    "resolves only `<task>-Output` in conditions, a named output would keep the gate closed.",
+    "- Without a `tracking_uri`, MLflow is an sqlite store under `workdir`, which every local "
+    "step shares.",
+)
+
 
 def _kfp_cron(cron: str) -> str:
     """KFP's cron has a leading seconds field; `@weekly`-style descriptors pass through."""
@@ -145,16 +162,15 @@ def render_readme(plan: Plan, diagnostics: list[Diagnostic]) -> str:
         "Run it on one machine with `kfp.local` (the same compiled file):",
         "",
         "```python",
-        "import yaml, kfp.local",
-        "from google.protobuf import json_format",
-        "from kfp.local import pipeline_orchestrator",
-        "from kfp.pipeline_spec import pipeline_spec_pb2",
+        "import kfp.local",
+        "from kfp import components",
         "",
         "kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False))",
-        'spec = json_format.ParseDict(yaml.safe_load(open("pipeline.yaml")), '
-        "pipeline_spec_pb2.PipelineSpec())",
-        'pipeline_orchestrator.run_local_pipeline(spec, {"workdir": "/tmp/w", "data_dir": "."})',
+        'pipeline = components.load_component_from_file("pipeline.yaml")',
+        'pipeline(workdir="/tmp/w", data_dir=".")  # runs the whole DAG in subprocesses',
         "```",
+        "",
+        *_KFP_LOCAL_NOTES,
         "",
         "## Serve",
         "",

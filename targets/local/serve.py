@@ -1,4 +1,10 @@
-"""`specml serve SPEC`: run the local inference server for the Plan's endpoint (blocking)."""
+"""`specml serve SPEC`: run the local inference server for the Plan's endpoint (blocking).
+
+Serves <workdir>/serving/current (champion) and, when the spec has a rollout, the challenger in
+<workdir>/serving/challenger routed by <workdir>/rollout/state.json (`specml rollout run` drives
+it); requests are logged to <workdir>/monitor/requests for drift monitoring. Fault injection for
+drills: env SPECML_INJECT_LATENCY_MS / SPECML_INJECT_ERROR_RATE (challenger only, off by default).
+"""
 
 from __future__ import annotations
 
@@ -19,8 +25,11 @@ def server_config(
     host: str | None = None,
     port: int | None = None,
     model_dir: Path | None = None,
+    **faults: float,
 ):  # -> specml.runtime.serving.ServerConfig (imported lazily)
-    """The ServerConfig the Plan asks for: model folder, address, batching policy."""
+    """The ServerConfig the Plan asks for: champion folder, address, batching policy, and with a
+    rollout in the spec the challenger folder and the rollout state file that splits traffic;
+    `faults` (inject_latency_ms, inject_error_rate) are for drills only."""
     from specml.runtime.serving.server import ServerConfig
 
     folder = Path(model_dir) if model_dir is not None else model_dir_for(plan, base_dir)
@@ -38,6 +47,8 @@ def server_config(
             ]
         )
     batching = plan.endpoint.batching
+    serving = folder.parent
+    rollout = model_dir is None and plan.rollout is not None  # an explicit --model-dir serves just that
     return ServerConfig(
         model_dir=folder,
         host=host or plan.targets.local.host,
@@ -45,7 +56,20 @@ def server_config(
         batching=batching.enabled,
         max_batch_size=batching.max_batch_size,
         max_delay_ms=batching.max_delay_ms,
+        challenger_dir=serving / "challenger" if rollout else None,
+        rollout_state=serving.parent / "rollout" / "state.json" if rollout else None,
+        request_log_dir=_request_log_dir(serving.parent) if model_dir is None else None,
+        **faults,
     )
+
+
+def _request_log_dir(workdir: Path) -> Path | None:
+    """Where served requests are logged for drift monitoring (None if that module is absent)."""
+    try:
+        from specml.runtime.monitor.requestlog import request_log_dir
+    except ImportError:
+        return None
+    return request_log_dir(workdir)
 
 
 def serve(
@@ -59,9 +83,12 @@ def serve(
     import logging
 
     from specml.runtime.serving.model import ModelLoadError
+    from specml.runtime.serving.roles import FaultInjection
     from specml.runtime.serving.server import serve_forever
 
-    config = server_config(plan, base_dir, host, port, model_dir)
+    injected = FaultInjection.from_env()
+    config = server_config(plan, base_dir, host, port, model_dir,
+                           inject_latency_ms=injected.latency_ms, inject_error_rate=injected.error_rate)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         serve_forever(config)

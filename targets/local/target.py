@@ -10,8 +10,11 @@ Promotion policy (after every gate passed and the skew check agreed):
 
 from __future__ import annotations
 
+import contextlib
+import json
 import secrets
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,7 +42,8 @@ class ApplyOptions:
 
     serve: bool = False
     force: bool = False
-    console: Any = None  # a rich Console; None prints nothing
+    console: Any = None  # a rich Console; None: step progress on stderr unless quiet
+    quiet: bool = False
 
 
 @dataclass
@@ -150,7 +154,7 @@ class LocalTarget:
         from specml.runtime.steps.common import data_hash
 
         options = options or ApplyOptions()
-        say = options.console.print if options.console is not None else (lambda *a, **k: None)
+        say = _printer(options)
         errors = [d for d in self.check(plan) if d.severity == "error"]
         if errors:
             raise TargetError(errors)
@@ -160,10 +164,11 @@ class LocalTarget:
         current_data = data_hash(plan, base)
         if not options.force and is_up_to_date(state, plan, current_data):
             say(f"[green]up to date[/]: {plan.system.name} (spec and data unchanged)")
-            return ApplyResult(up_to_date=True, run_id=state.get("last_run_id"), workdir=wd,
+            done = ApplyResult(up_to_date=True, run_id=state.get("last_run_id"), workdir=wd,
                                model_name=plan.registry.name, aliases=state.get("aliases", {}),
                                model_version=state.get("aliases", {}).get("champion"),
                                serving_dir=wd / "serving" / "current")
+            return self._maybe_serve(plan, base, options, done, say)
         run_id = _new_run_id()
         run_dir = wd / "runs" / run_id
         ctx = StepContext(workdir=wd, data_dir=base, run_id=run_id)
@@ -187,6 +192,9 @@ class LocalTarget:
             new_state["model_versions"] = sorted(
                 {*state.get("model_versions", []), *([result.model_version] if result.model_version else [])},
                 key=int)
+            if result.serving_dir is not None and result.model_version is not None:
+                new_state["serving"] = {**state.get("serving", {}), result.serving_dir.name: {
+                    "version": result.model_version, "path": str(result.serving_dir)}}
             save_state(wd, new_state)
 
         try:
@@ -231,21 +239,49 @@ class LocalTarget:
             raise
         finish("applied")
         result.aliases = _aliases(plan, ctx)
+        return self._maybe_serve(plan, base, options, result, say)
+
+    def _maybe_serve(self, plan: Plan, base: Path, options: ApplyOptions, result: ApplyResult,
+                     say: Any) -> ApplyResult:
+        """`apply --serve`: print the outcome, then serve the champion until interrupted."""
+        if not options.serve:
+            return result
+        for key, value in result.summary().items():
+            print(f"  {key}: {value}", flush=True)
+        say(f"serving {plan.registry.name} (champion {result.aliases.get('champion')}); "
+            "Ctrl-C stops")
+        self.serve(plan, base)
         return result
 
     def _skew(self, plan: Plan, artifacts: dict[str, Path], say: Any) -> dict[str, Any]:
         """Train-serve skew check on the exported model; a disagreement stops the apply."""
         from specml.runtime.steps.skew import check_skew
 
-        report = check_skew(plan, artifacts["export_onnx.onnx_model"], artifacts["train.model"],
-                            artifacts["build_training_set.training_set"])
-        say(f"  skew check: offline vs online max |diff| = {report['offline_vs_online_max_abs_diff']:.2e}"
-            f" on {report['compared_rows']} entities ({report['stale_rows']} stale online, skipped)")
+        onnx_dir = artifacts["export_onnx.onnx_model"]
+        try:
+            with served_scorer(plan, onnx_dir) as predict_online:
+                report = check_skew(plan, onnx_dir, artifacts["train.model"],
+                                    artifacts["build_training_set.training_set"],
+                                    predict_online=predict_online)
+        except SpecError:
+            raise
+        except Exception as exc:
+            raise TargetError([Diagnostic(
+                f"the train-serve skew check failed to run: {type(exc).__name__}: {exc}",
+                stage="target", code="skew_check_failed",
+                hint=f"the exported model is in {onnx_dir}; nothing was registered")]) from exc
+        say(f"  skew check on {report['compared_rows']} entities ({report['stale_rows']} stale "
+            f"online, skipped): max |diff| offline vs online store "
+            f"{report['offline_vs_online_max_abs_diff']:.2e}, offline vs HTTP server "
+            f"{report.get('offline_vs_served_max_abs_diff', float('nan')):.2e}")
         if not report["passed"]:
             raise TargetError([Diagnostic(
                 "train-serve skew: offline and online scoring disagree "
                 f"(features max |diff| {report['feature_max_abs_diff']:.3g}, predictions "
-                f"{report['offline_vs_online_max_abs_diff']:.3g}, tolerance {report['tolerance']})",
+                f"{report['offline_vs_online_max_abs_diff']:.3g}, served "
+                f"{report.get('offline_vs_served_max_abs_diff', 0.0):.3g}, "
+                f"{report['features_missing_online']} values missing online, "
+                f"tolerance {report['tolerance']}; failed: {', '.join(report['failed'])})",
                 stage="target", code="train_serve_skew",
                 hint="check feature dtypes and TTLs in features.views; nothing was registered")])
         return report
@@ -271,10 +307,61 @@ class LocalTarget:
         say(f"  champion v{result.model_version} published to {result.serving_dir}")
 
 
+@contextlib.contextmanager
+def served_scorer(plan: Plan, model_dir: Path) -> Iterator[Any]:
+    """The model in `model_dir` behind a real local HTTP server (batching per the Plan, any free
+    port); yields `predict(entity_rows) -> np.ndarray` through its predict-by-entity endpoint."""
+    import numpy as np
+    from specml.runtime.serving.server import ServerConfig, running_server
+
+    batching = plan.endpoint.batching
+    config = ServerConfig(model_dir=Path(model_dir), host="127.0.0.1", port=0,
+                          batching=batching.enabled, max_batch_size=batching.max_batch_size,
+                          max_delay_ms=batching.max_delay_ms,
+                          features_as_of="materialized")  # TTLs as of the skew check's offline leg
+    with running_server(config) as url:
+        def predict(rows: list[dict[str, Any]]) -> Any:
+            outputs = []
+            for start in range(0, len(rows), 1024):
+                body = json.dumps({"entities": rows[start : start + 1024]})
+                status, _, payload = _post(url, f"/v1/models/{plan.registry.name}/predict-by-entity",
+                                           body)
+                if status != 200:
+                    raise RuntimeError(f"the server answered {status}: {payload[:300]!r}")
+                outputs.append(np.asarray(json.loads(payload)["outputs"]["output"], "float32"))
+            return np.concatenate(outputs) if outputs else np.zeros((0, 1), "float32")
+
+        yield predict
+
+
+def _post(url: str, path: str, body: str) -> tuple[int, dict[str, str], bytes]:
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=60)
+    try:
+        conn.request("POST", path, body=body.encode(), headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+def _printer(options: ApplyOptions) -> Any:
+    """Where progress goes: the given console, else stderr (nothing when quiet)."""
+    if options.console is not None:
+        return options.console.print
+    if options.quiet:
+        return lambda *a, **k: None
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True).print
+
+
 def _aliases(plan: Plan, ctx: Any) -> dict[str, str]:
     """alias -> version for the registered model (empty when nothing is registered)."""
     from mlflow.exceptions import MlflowException
-
     from specml.runtime.steps.tracking import client
 
     if ctx.tracking_uri is None and not (Path(ctx.workdir) / "mlflow.db").exists():

@@ -82,9 +82,9 @@ def _slo_alarms(plan: Plan, names: Names) -> list[AlarmSpec]:
 
 
 def _alert_alarms(plan: Plan, alert: Alert, names: Names, rollback_ids: set[str]) -> list[AlarmSpec]:
-    levels: list[tuple[Severity, float]] = [
-        (sev, v) for sev, v in (("warn", alert.warn), ("critical", alert.critical)) if v is not None
-    ]
+    candidates: tuple[tuple[Severity, float | None], ...] = (
+        ("warn", alert.warn), ("critical", alert.critical))
+    levels = [(sev, v) for sev, v in candidates if v is not None]
     # The most severe level is the one that rolls a deploy back; a warning only notifies.
     rollback_level = levels[-1][0] if levels else None
     wants_rollback = alert.id in rollback_ids or alert.action == "rollback"

@@ -13,6 +13,8 @@ FEATURE_TYPE: dict[str, str] = {
     "float32": "Fractional", "float64": "Fractional", "string": "String",
 }
 EVENT_TIME_TYPE = "String"  # ISO-8601 timestamps, as the runtime's ingest writes them
+# Feature Store adds these columns itself; a feature may not use the names.
+RESERVED_FEATURE_NAMES = frozenset({"is_deleted", "write_time", "api_invocation_time"})
 
 
 @dataclass(frozen=True)
@@ -65,9 +67,17 @@ def feature_group_specs(plan: Plan, names: Names | None = None) -> list[FeatureG
 
 
 def feature_diagnostics(plan: Plan) -> list[Diagnostic]:
-    """What Feature Store cannot hold exactly: composite keys, booleans."""
+    """What Feature Store cannot hold: composite or float keys, reserved names; booleans."""
     out: list[Diagnostic] = []
     for entity in plan.features.entities:
+        if FEATURE_TYPE[entity.dtype] == "Fractional":
+            out.append(Diagnostic(
+                f"sagemaker: entity '{entity.id}' has dtype {entity.dtype}; a Feature Group's "
+                "record identifier must be Integral or String",
+                path=("features", "entities", entity.id, "dtype"),
+                hint="use an int64 or string key", severity="error", stage="unsupported",
+                code="sagemaker_fractional_key",
+            ))
         if len(entity.join_keys) > 1:
             out.append(Diagnostic(
                 f"sagemaker: entity '{entity.id}' has {len(entity.join_keys)} join keys; a Feature "
@@ -78,6 +88,14 @@ def feature_diagnostics(plan: Plan) -> list[Diagnostic]:
             ))
     for view in plan.features.views:
         for f in view.fields:
+            if f.name in RESERVED_FEATURE_NAMES:
+                out.append(Diagnostic(
+                    f"sagemaker: feature '{view.id}:{f.name}' uses a name Feature Store reserves "
+                    f"({', '.join(sorted(RESERVED_FEATURE_NAMES))})",
+                    path=("features", "views", view.id, "fields", f.name),
+                    hint="rename the field", severity="error", stage="unsupported",
+                    code="sagemaker_reserved_feature_name",
+                ))
             if f.dtype == "bool":
                 out.append(Diagnostic(
                     f"sagemaker: bool feature '{view.id}:{f.name}' is stored as Integral (0/1)",

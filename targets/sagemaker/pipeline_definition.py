@@ -4,6 +4,12 @@ Every step runs `python -m specml.runtime <kind> ...` in the spec's image: `trai
 Training job, the rest as Processing jobs. The evaluate step publishes its report as a
 property file; a Condition step checks the Plan's gates on it (JsonGet) and guards the
 gated steps (export, register), with a Fail step when a gate does not hold.
+
+Artifacts follow the runtime contract (as the local target lays them out): a Metrics output is
+a JSON file, a Dataset a parquet file, Model/Artifact outputs folders. SageMaker moves folders,
+so each artifact lives in a folder named after it and the step gets the file inside it. A
+Training job uploads its model folder as `model.tar.gz`; steps reading it unpack it first.
+The ONNX export is written to `models/<registry>/<execution id>/`, the folder the endpoint serves.
 """
 
 from __future__ import annotations
@@ -14,12 +20,14 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-from specml.compiler.ir import Plan, Step
+from specml.compiler.ir import ArtifactType, Plan, Step
 from specml.targets.sagemaker.naming import SYSTEM_TAG, Names
 
 VERSION = "2020-12-01"
 EVAL_PROPERTY_FILE = "EvaluationReport"
-EVAL_REPORT_FILE = "metrics.json"  # in the evaluate step's eval_metrics output: {"metrics": {...}}
+EVAL_OUTPUT = "eval_metrics"  # the evaluate step's report: {"metrics": {...}, "gate_passed": ...}
+EVAL_REPORT_FILE = f"{EVAL_OUTPUT}.json"  # a Metrics artifact is NAME.json in its folder
+SERVED_KIND = "export_onnx"  # its output is what the endpoint serves (model.onnx + serving.json)
 GATE_STEP = "gates"
 FAIL_STEP = "gate_failed"
 PROCESSING_INSTANCE_TYPE = "ml.m5.xlarge"
@@ -76,6 +84,35 @@ def _source_uri(plan: Plan, ref: str) -> Json:
     return _get(f"Steps.{producer}.ProcessingOutputConfig.Outputs['{output}'].S3Output.S3Uri")
 
 
+def _artifact_type(plan: Plan, ref: str) -> ArtifactType:
+    producer, output = ref.split(".", 1)
+    return next(o.type for o in plan.step(producer).outputs if o.name == output)
+
+
+def _artifact_path(folder: str, name: str, kind: ArtifactType) -> str:
+    """The path a step reads/writes inside an artifact's folder (runtime contract)."""
+    if kind == "Metrics":
+        return f"{folder}/{name}.json"
+    if kind == "Dataset":
+        return f"{folder}/{name}.parquet"
+    return folder
+
+
+def _is_packed(plan: Plan, ref: str) -> bool:
+    """A Training job's model: SageMaker hands it on as model.tar.gz."""
+    return plan.step(ref.split(".", 1)[0]).kind == "train" and _artifact_type(plan, ref) == "Model"
+
+
+def _entrypoint(plan: Plan, step: Step, local: dict[str, str]) -> list[str]:
+    """`python -m specml.runtime KIND`, unpacking Training model tarballs first if needed."""
+    packed = [local[name] for name, ref in sorted(step.inputs.items()) if _is_packed(plan, ref)]
+    if not packed:
+        return ["python", "-m", "specml.runtime", step.kind]
+    unpack = " && ".join(f'tar -xzf {d}/model.tar.gz -C {d} && rm {d}/model.tar.gz' for d in packed)
+    return ["/bin/sh", "-c", f'{unpack} && exec python -m specml.runtime {step.kind} "$@"',
+            f"specml-{step.kind}"]
+
+
 def _retry(step: Step) -> list[Json]:
     if step.retries <= 0:
         return []
@@ -97,8 +134,8 @@ def _plan_uri(refs: DeployRefs) -> str:
 
 
 def _output_uri(plan: Plan, step: Step, output: str, refs: DeployRefs) -> Json:
-    """Run-scoped, except the registered model: models/<registry>/<execution id>/ (a version)."""
-    if step.kind == "register":
+    """Run-scoped, except the served model: models/<registry>/<execution id>/ (a version)."""
+    if step.kind == SERVED_KIND:
         return _join(f"s3://{refs.bucket}/models/{plan.registry.name}",
                      _get("Execution.PipelineExecutionId"))
     return _run_uri(refs, step.name, output)
@@ -122,17 +159,20 @@ def _processing_step(plan: Plan, step: Step, refs: DeployRefs) -> Json:
     if step.kind in DATA_STEPS:
         inputs.append(_s3_input("data", _get("Parameters.DataUri"), f"{_PROC}/data"))
     args += ["--data-dir", f"{_PROC}/data"]
+    local = {name: f"{_PROC}/input/{name}" for name in step.inputs}
     for name, ref in sorted(step.inputs.items()):
-        inputs.append(_s3_input(name, _source_uri(plan, ref), f"{_PROC}/input/{name}"))
-        args += ["--input", f"{name}={_PROC}/input/{name}"]
+        inputs.append(_s3_input(name, _source_uri(plan, ref), local[name]))
+        file = _artifact_path(local[name], ref.split(".", 1)[1], _artifact_type(plan, ref))
+        args += ["--input", f"{name}={file}"]
     outputs = []
     for out in step.outputs:
+        folder = f"{_PROC}/output/{out.name}"
         outputs.append({"OutputName": out.name, "AppManaged": False, "S3Output": {
             "S3Uri": _output_uri(plan, step, out.name, refs),
-            "LocalPath": f"{_PROC}/output/{out.name}",
+            "LocalPath": folder,
             "S3UploadMode": "EndOfJob",
         }})
-        args += ["--output", f"{out.name}={_PROC}/output/{out.name}"]
+        args += ["--output", f"{out.name}={_artifact_path(folder, out.name, out.type)}"]
     cluster: Json = {"InstanceCount": 1, "InstanceType": _get("Parameters.ProcessingInstanceType"),
                      "VolumeSizeInGB": VOLUME_GB}
     output_config: Json = {"Outputs": outputs}
@@ -145,7 +185,7 @@ def _processing_step(plan: Plan, step: Step, refs: DeployRefs) -> Json:
             "ProcessingResources": {"ClusterConfig": cluster},
             "AppSpecification": {
                 "ImageUri": _get("Parameters.ImageUri"),
-                "ContainerEntrypoint": ["python", "-m", "specml.runtime", step.kind],
+                "ContainerEntrypoint": _entrypoint(plan, step, local),
                 "ContainerArguments": args,
             },
             "RoleArn": refs.role_arn,
@@ -158,7 +198,7 @@ def _processing_step(plan: Plan, step: Step, refs: DeployRefs) -> Json:
     }
     if step.kind == "evaluate":
         body["PropertyFiles"] = [{
-            "PropertyFileName": EVAL_PROPERTY_FILE, "OutputName": "eval_metrics",
+            "PropertyFileName": EVAL_PROPERTY_FILE, "OutputName": EVAL_OUTPUT,
             "FilePath": EVAL_REPORT_FILE,
         }]
     return body
@@ -175,11 +215,13 @@ def _training_step(plan: Plan, step: Step, refs: DeployRefs) -> Json:
             "S3DataType": "S3Prefix", "S3Uri": _source_uri(plan, ref),
             "S3DataDistributionType": "FullyReplicated",
         }}})
-        args += ["--input", f"{name}=/opt/ml/input/data/{name}"]
+        file = _artifact_path(f"/opt/ml/input/data/{name}", ref.split(".", 1)[1],
+                              _artifact_type(plan, ref))
+        args += ["--input", f"{name}={file}"]
     for out in step.outputs:
         # SageMaker uploads /opt/ml/model as model.tar.gz and /opt/ml/output/data as output.tar.gz.
-        local = "/opt/ml/model" if out.type == "Model" else f"/opt/ml/output/data/{out.name}"
-        args += ["--output", f"{out.name}={local}"]
+        folder = "/opt/ml/model" if out.type == "Model" else f"/opt/ml/output/data/{out.name}"
+        args += ["--output", f"{out.name}={_artifact_path(folder, out.name, out.type)}"]
     resource: Json = {"InstanceCount": 1, "InstanceType": _get("Parameters.TrainingInstanceType"),
                       "VolumeSizeInGB": VOLUME_GB}
     output_config: Json = {"S3OutputPath": _run_uri(refs, step.name, "output")}
@@ -232,9 +274,10 @@ def _conditions(plan: Plan) -> list[Json]:
             "RightValue": gate.threshold,
         })
     if plan.evaluation.must_beat_production is not None:
-        # The champion's metric lives in the registry; the evaluate step compares and reports.
+        # The champion's metric lives in the registry: the evaluate step compares, adds that
+        # gate to its report, and `gate_passed` is true only when every gate (it too) holds.
         conds.append({
-            "Type": "Equals", "LeftValue": _report_value(evaluate, "must_beat_production.passed"),
+            "Type": "Equals", "LeftValue": _report_value(evaluate, "gate_passed"),
             "RightValue": True,
         })
     return conds
@@ -264,8 +307,9 @@ def build_definition(plan: Plan, refs: DeployRefs) -> Json:
         })
     return {
         "Version": VERSION,
-        "Metadata": {"specml": {"system": plan.system.name, "spec_hash": plan.spec_hash,
-                                "pipeline": names.pipeline}},
+        # Metadata values are plain strings in the definition schema AWS publishes.
+        "Metadata": {"specml_system": plan.system.name, "specml_spec_hash": plan.spec_hash,
+                     "specml_pipeline": names.pipeline},
         "Parameters": [
             {"Name": "ImageUri", "Type": "String", "DefaultValue": refs.image_uri},
             {"Name": "DataUri", "Type": "String", "DefaultValue": f"s3://{refs.bucket}/data"},
@@ -290,8 +334,8 @@ def definition_json(definition: Json) -> str:
 @lru_cache(maxsize=1)
 def definition_schema() -> Json:
     """The JSON Schema (schemas/pipeline_definition.schema.json) the definition must satisfy."""
-    text = resources.files("specml.targets.sagemaker").joinpath(
-        "schemas/pipeline_definition.schema.json"
+    text = resources.files("specml.targets.sagemaker.schemas").joinpath(
+        "pipeline_definition.schema.json"
     ).read_text()
     return json.loads(text)
 

@@ -7,7 +7,7 @@ runs under `pulumi.runtime.set_mocks` in the tests.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 import pulumi
 import pulumi_aws as aws
@@ -42,8 +42,8 @@ def _bucket(ctx: Context) -> aws.s3.Bucket:
         default = {"sse_algorithm": "aws:kms", "kms_master_key_id": ctx.kms_key}
     aws.s3.BucketServerSideEncryptionConfiguration(
         f"{p}-artifacts", bucket=bucket.id,
-        rules=[{"apply_server_side_encryption_by_default": default,
-                "bucket_key_enabled": ctx.kms_key is not None}],
+        rules=[cast(Any, {"apply_server_side_encryption_by_default": default,
+                          "bucket_key_enabled": ctx.kms_key is not None})],
         opts=ctx.opts,
     )
     block = aws.s3.BucketPublicAccessBlock(
@@ -102,8 +102,10 @@ def _feature_groups(ctx: Context, bucket: aws.s3.Bucket, role_arn: pulumi.Output
             spec.name, feature_group_name=spec.name, description=spec.description or None,
             record_identifier_feature_name=spec.record_identifier,
             event_time_feature_name=spec.event_time_feature,
-            feature_definitions=[{"feature_name": n, "feature_type": t} for n, t in spec.features],
-            online_store_config=online, offline_store_config=offline, role_arn=role_arn,
+            feature_definitions=[cast(Any, {"feature_name": n, "feature_type": t})
+                                 for n, t in spec.features],
+            online_store_config=cast(Any, online), offline_store_config=cast(Any, offline),
+            role_arn=role_arn,
             tags=tags(ctx.plan, **{"specml:feature-view": spec.view_id}), opts=ctx.opts,
         ))
     return groups

@@ -52,11 +52,13 @@ def config_keys(plan: Plan) -> list[tuple[str, str, str | None, bool]]:
 def pulumi_yaml(plan: Plan) -> str:
     """Pulumi.yaml: python runtime in a local venv, and the project's config keys."""
     names = Names.for_plan(plan)
-    config = {}
-    for key, description, default, _secret in config_keys(plan):
-        entry: dict[str, str] = {"type": "string", "description": description}
+    config: dict[str, dict[str, str | bool]] = {}
+    for key, description, default, secret in config_keys(plan):
+        entry: dict[str, str | bool] = {"type": "string", "description": description}
         if default is not None:
             entry["default"] = default
+        if secret:  # the CLI then refuses a plaintext value for this key
+            entry["secret"] = True
         config[key] = entry
     doc = {
         "name": names.project,
@@ -140,10 +142,15 @@ def readme(plan: Plan, diagnostics: list[Diagnostic]) -> str:
         lines.append(f"  - `{a.name}` ({a.severity}): {a.percentile or 'error rate'} > "
                      f"{a.threshold:g} {unit}{' - rollback' if a.rollback else ''}")
     lines += [
+        "", "## Image", "",
+        "One image runs every pipeline step (`python -m specml.runtime <step>`) and the endpoint: "
+        "as an endpoint container it must serve SageMaker's `GET /ping` and `POST /invocations` on "
+        "port 8080 with the model SageMaker copies to `/opt/ml/model`.",
         "", "## Promote a model", "",
-        "When the gates hold, the pipeline's register step writes `s3://<bucketName>/models/"
-        f"{plan.registry.name}/<pipeline execution id>/model.tar.gz` and registers it in model "
-        f"package group `{names.model_package_group}`. Deploy that version with "
+        "When the gates hold, the pipeline's ONNX export step writes `s3://<bucketName>/models/"
+        f"{plan.registry.name}/<pipeline execution id>/` (model.onnx + serving.json, served "
+        "uncompressed) and the register step records it (model package group "
+        f"`{names.model_package_group}` is passed to it). Deploy that version with "
         f"`pulumi config set {keys.CONFIG_MODEL_VERSION} <pipeline execution id> && pulumi up`: "
         "the endpoint update runs the blue/green policy above and rolls back when a rollback "
         f"alarm fires. The default `{plan.registry.champion_alias}` folder holds the promoted "

@@ -26,8 +26,10 @@ from specml.targets.sagemaker.rollout import traffic_routing
 def _model(ctx: Context, variant: str, version_key: str, default_version: str,
            bucket: aws.s3.Bucket, role_arn: pulumi.Output[str], image: pulumi.Output[str]) -> Any:
     version = ctx.config.get(version_key) or default_version
+    # The pipeline's ONNX export folder (model.onnx + serving.json), served uncompressed: SageMaker
+    # copies the prefix to /opt/ml/model. The trailing '/' is required for an S3Prefix source.
     url = pulumi.Output.concat(
-        "s3://", bucket.bucket, f"/models/{ctx.plan.registry.name}/{version}/model.tar.gz")
+        "s3://", bucket.bucket, f"/models/{ctx.plan.registry.name}/{version}/")
     ep = ctx.plan.endpoint
     env = {
         "SPECML_SYSTEM": ctx.plan.system.name, "SPECML_MODEL_FORMAT": ep.format,
@@ -40,7 +42,9 @@ def _model(ctx: Context, variant: str, version_key: str, default_version: str,
         hashlib.sha256("|".join([*a, json.dumps(env, sort_keys=True)]).encode()).hexdigest()[:10]))
     return aws.sagemaker.Model(
         f"{ctx.names.prefix}-{variant}", name=name, execution_role_arn=role_arn,
-        primary_container={"image": image, "model_data_url": url, "environment": env},
+        primary_container={"image": image, "environment": env, "model_data_source": {
+            "s3_data_sources": [{"s3_uri": url, "s3_data_type": "S3Prefix",
+                                 "compression_type": "None"}]}},
         tags=tags(ctx.plan, **{"specml:variant": variant}), opts=ctx.opts,
     )
 
@@ -58,7 +62,7 @@ def _alarm(ctx: Context, spec: AlarmSpec, endpoint_name: str, actions: list[Any]
             spec.name, namespace=NAMESPACE, metric_name="ModelLatency",
             extended_statistic=spec.percentile, period=spec.period_seconds, dimensions=dims, **common)
 
-    def metric(qid: str, name: str) -> dict[str, Any]:
+    def metric(qid: str, name: str) -> Any:  # a MetricAlarmMetricQueryArgsDict
         return {"id": qid, "return_data": False, "metric": {
             "namespace": NAMESPACE, "metric_name": name, "dimensions": dims,
             "period": spec.period_seconds, "stat": "Sum"}}
@@ -101,7 +105,8 @@ def _endpoint_config(ctx: Context, champion: Any, challenger: Any | None, shadow
     )
 
 
-def _deployment_config(ctx: Context, rollback_alarms: list[str]) -> dict[str, Any]:
+def _deployment_config(ctx: Context, rollback_alarms: list[str]) -> Any:
+    """The EndpointDeploymentConfigArgsDict: blue/green routing, baking and auto-rollback."""
     routing, _ = traffic_routing(ctx.plan)
     traffic: dict[str, Any] = {"type": routing.type,
                                "wait_interval_in_seconds": routing.wait_interval_seconds}

@@ -6,13 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
 from specml.cli.authoring import TASKS, lookup
 from specml.cli.main import app
 from specml.compiler.api import validate_file
 from specml.compiler.docs import all_fields
 from specml.compiler.errors import SpecError
+from typer.testing import CliRunner
 
 
 def _run(*args: str) -> tuple[int, str, str]:
@@ -33,7 +32,9 @@ def test_each_task_starter_validates(tmp_path: Path, task: str) -> None:
     assert text.count("#") > 10  # commented for a first-time author
 
 
-def test_init_modeline_points_at_the_nearest_schema(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_init_modeline_points_at_the_nearest_schema(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "schemas").mkdir()
     (tmp_path / "schemas" / "specml.schema.json").write_text("{}")
     monkeypatch.chdir(tmp_path)
@@ -83,7 +84,12 @@ def test_explain_a_list_of_forms_lists_each_forms_keys() -> None:
 def test_explain_accepts_indexes_and_concrete_names() -> None:
     assert [f.path for f in lookup("rollout.steps[2].traffic")] == ["rollout.steps[].traffic"]
     metric = lookup("alerts.feature_drift.metric")
-    assert {f.variant for f in metric} == {"DriftAlert", "LatencyAlert", "ErrorRateAlert", "MetricDropAlert"}
+    assert {f.variant for f in metric} == {
+        "DriftAlert",
+        "LatencyAlert",
+        "ErrorRateAlert",
+        "MetricDropAlert",
+    }
     # a literal key wins over a `<name>` wildcard
     assert [f.path for f in lookup("training.gates.min")] == ["training.gates.min"]
 
@@ -92,7 +98,11 @@ def test_explain_json() -> None:
     code, out, _ = _run("explain", "serving.replicas.max", "--format", "json")
     assert code == 0
     (entry,) = json.loads(out)
-    assert entry["default"] == "1" and entry["required"] is False and entry["description"] == "Most replicas."
+    assert (
+        entry["default"] == "1"
+        and entry["required"] is False
+        and entry["description"] == "Most replicas."
+    )
 
 
 @pytest.mark.parametrize(
@@ -114,3 +124,18 @@ def test_every_documented_field_can_be_explained() -> None:
         assert field in lookup(field.path), field.path
     with pytest.raises(SpecError):
         lookup("")
+
+
+def test_init_without_a_schema_says_how_to_write_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert _run("init", "-o", "specs/a.yaml")[0] == 0
+    lines = (tmp_path / "specs" / "a.yaml").read_text().splitlines()
+    assert lines[0] == "# yaml-language-server: $schema=../schemas/specml.schema.json"
+    assert "`specml schema`" in lines[1]
+    assert _run("schema")[0] == 0  # writes ./schemas/, exactly where the modeline points
+    assert (tmp_path / "schemas" / "specml.schema.json").is_file()
+    assert _run("init", "-o", "specs/b.yaml")[0] == 0
+    assert "specml schema" not in (tmp_path / "specs" / "b.yaml").read_text().splitlines()[1]
+    assert validate_file(tmp_path / "specs" / "a.yaml").spec.metadata.name == "churn"

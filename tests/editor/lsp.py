@@ -3,23 +3,38 @@
 from __future__ import annotations
 
 import json
+import os
 import queue
 import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-LSP_VERSION = "1.25.0"  # pinned: the editor behaviour the tests assert
-CACHE = Path(__file__).parent / ".lsp"  # gitignored; npm installs here once, offline after that
+try:
+    import fcntl
+except ImportError:  # Windows: no lock; parallel first installs are then the user's risk
+    fcntl = None  # type: ignore[assignment]
+
+# pinned: the editor behaviour the tests assert (also checked with 2.0.0); SPECML_LSP_VERSION tries another
+LSP_VERSION = os.environ.get("SPECML_LSP_VERSION", "1.25.0")
 
 
-def server_script(cache: Path = CACHE) -> Path:
+def cache_dir() -> Path:
+    """Where npm installs the server: $SPECML_LSP_CACHE, else the user cache (outside the repo)."""
+    if os.environ.get("SPECML_LSP_CACHE"):
+        return Path(os.environ["SPECML_LSP_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "specml" / f"yaml-language-server-{LSP_VERSION}"
+
+
+def server_script(cache: Path) -> Path:
     return cache / "node_modules" / "yaml-language-server" / "bin" / "yaml-language-server"
 
 
-def installed_version(cache: Path = CACHE) -> str | None:
+def installed_version(cache: Path) -> str | None:
     """The yaml-language-server version in the cache, or None."""
     manifest = cache / "node_modules" / "yaml-language-server" / "package.json"
     if not manifest.is_file():
@@ -27,17 +42,46 @@ def installed_version(cache: Path = CACHE) -> str | None:
     return json.loads(manifest.read_text()).get("version")
 
 
-def ensure_server(cache: Path = CACHE) -> Path:
-    """Install the pinned yaml-language-server with npm into the cache unless it is already there."""
-    if installed_version(cache) != LSP_VERSION or not server_script(cache).is_file():
-        npm = shutil.which("npm")
-        assert npm, "npm is missing"
-        cache.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [npm, "install", "--no-audit", "--no-fund", "--prefix", str(cache),
-             f"yaml-language-server@{LSP_VERSION}"],
-            check=True, capture_output=True, text=True, timeout=300,
-        )
+def ensure_server(cache: Path | None = None) -> Path:
+    """Install the pinned yaml-language-server with npm unless the cache has it; return its script.
+
+    npm installs into a staging folder that is renamed into place when complete, under a file
+    lock, so an interrupted install or two test processes at once never leave half a server.
+    """
+    cache = cache or cache_dir()
+    if installed_version(cache) == LSP_VERSION and server_script(cache).is_file():
+        return server_script(cache)
+    npm = shutil.which("npm")
+    assert npm, "npm is missing"
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with open(cache.parent / f".{cache.name}.lock", "w") as lock:
+        if fcntl is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        if installed_version(cache) != LSP_VERSION or not server_script(cache).is_file():
+            staging = Path(tempfile.mkdtemp(prefix=f".{cache.name}.", dir=cache.parent))
+            try:
+                done = subprocess.run(
+                    [
+                        npm,
+                        "install",
+                        "--no-audit",
+                        "--no-fund",
+                        "--no-save",
+                        "--prefix",
+                        str(staging),
+                        f"yaml-language-server@{LSP_VERSION}",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=300,
+                )
+                if done.returncode != 0:
+                    tail = "\n".join(done.stderr.strip().splitlines()[-5:])
+                    raise RuntimeError(f"npm install failed (exit {done.returncode}):\n{tail}")
+                shutil.rmtree(cache, ignore_errors=True)
+                staging.rename(cache)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
     return server_script(cache)
 
 
@@ -95,7 +139,10 @@ class LspClient:
         """Server-to-client requests: configuration gets our settings, the rest a null result."""
         result: Any = None
         if request["method"] == "workspace/configuration":
-            result = [self.settings.get(item.get("section", ""), None) for item in request["params"]["items"]]
+            result = [
+                self.settings.get(item.get("section", ""), None)
+                for item in request["params"]["items"]
+            ]
         self._send({"id": request["id"], "result": result})
 
     # --- API ----------------------------------------------------------------------------
@@ -142,12 +189,20 @@ class LspClient:
         uri = path.resolve().as_uri()
         self.notify(
             "textDocument/didOpen",
-            {"textDocument": {"uri": uri, "languageId": "yaml", "version": 1,
-                              "text": path.read_text() if text is None else text}},
+            {
+                "textDocument": {
+                    "uri": uri,
+                    "languageId": "yaml",
+                    "version": 1,
+                    "text": path.read_text() if text is None else text,
+                }
+            },
         )
         return uri
 
-    def diagnostics(self, uri: str, timeout: float = 30, settle: float = 0.4) -> list[dict[str, Any]]:
+    def diagnostics(
+        self, uri: str, timeout: float = 30, settle: float = 0.4
+    ) -> list[dict[str, Any]]:
         """The last diagnostics published for `uri` once the server has gone quiet for `settle` s."""
         deadline = time.monotonic() + timeout
         found: list[dict[str, Any]] | None = None
@@ -160,7 +215,10 @@ class LspClient:
                 if found is not None:
                     return found
                 raise AssertionError(f"no diagnostics for {uri} within {timeout}s") from None
-            if message.get("method") == "textDocument/publishDiagnostics" and message["params"]["uri"] == uri:
+            if (
+                message.get("method") == "textDocument/publishDiagnostics"
+                and message["params"]["uri"] == uri
+            ):
                 found = message["params"]["diagnostics"]
 
     def close(self) -> None:

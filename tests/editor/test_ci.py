@@ -7,14 +7,14 @@ import re
 import shlex
 from pathlib import Path
 
+import pytest
 import yaml
-from typer.testing import CliRunner
-
 from specml.cli.main import app
+from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[2]
 BAD = "tests/editor/fixtures/misspelt_and_wrong_type.yaml"
-ANNOTATION = re.compile(r"^::(error|warning) file=([^,]+),line=(\d+),col=(\d+)::(.+)$")
+ANNOTATION = re.compile(r"^::(error|warning) file=([^,]+),line=(\d+),col=(\d+),title=specml \w+::(.+)$")
 
 
 def _run(*args: str) -> tuple[int, str]:
@@ -61,7 +61,9 @@ def _hooks() -> dict[str, dict]:
 def test_pre_commit_validate_hook_runs_the_real_command(monkeypatch) -> None:
     monkeypatch.chdir(ROOT)
     hook = _hooks()["specml-validate"]
-    assert re.search(hook["files"], "specs/churn.yaml") and re.search(hook["exclude"], "specs/overlays/prod.yaml")
+    assert re.search(hook["files"], "specs/churn.yaml") and re.search(
+        hook["exclude"], "specs/overlays/prod.yaml"
+    )
     argv = shlex.split(hook["entry"])
     assert argv[0] == "specml"
     assert _run(*argv[1:], "specs/churn.yaml")[0] == 0
@@ -93,3 +95,60 @@ def test_documented_workflow_validates_compiles_and_checks_committed_output() ->
         if line.strip().startswith("specml "):
             command = shlex.split(line)[1]
             assert command in {c.name or c.callback.__name__ for c in app.registered_commands}, line
+
+
+STALE = re.compile(
+    r"^::error file=([^,:]+),title=specml \w+::compiled output is out of date: (\S+) \((\w+)\) \(run `(.+)`"
+)
+
+
+def test_compile_check_reports_stale_output_as_annotations_and_json(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """The real kubeflow target: a clean tree passes; a changed, a missing and an extra file fail."""
+    pytest.importorskip("kfp")
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "deploy"
+    compile_ = ["compile", "specs/churn.yaml", "--target", "kubeflow", "-o", str(out)]
+    assert _run(*compile_)[0] == 0
+    code, text = _run(*compile_, "--check", "--format", "json")
+    assert code == 0, text
+    assert not [d for d in json.loads(text)["diagnostics"] if d["severity"] == "error"]
+
+    (out / "pipeline.yaml").write_text((out / "pipeline.yaml").read_text() + "# edited by hand\n")
+    (out / "prometheusrule.yaml").unlink()
+    (out / "notes.txt").write_text("left over\n")
+    code, text = _run(*compile_, "--check", "--format", "github")
+    assert code == 1
+    stale = {m.group(2): m for line in text.splitlines() if (m := STALE.match(line))}
+    assert {name: m.group(3) for name, m in stale.items()} == {
+        "pipeline.yaml": "changed",
+        "prometheusrule.yaml": "missing",
+        "notes.txt": "unexpected",
+    }
+    assert stale["pipeline.yaml"].group(1) == str(out / "pipeline.yaml")
+    assert (
+        stale["pipeline.yaml"].group(4)
+        == f"specml compile specs/churn.yaml --target kubeflow -o {out}"
+    )
+    # what the target cannot express is a warning on the spec line that asked for it
+    lines = (ROOT / "specs" / "churn.yaml").read_text().splitlines()
+    warnings = [
+        ANNOTATION.match(line) for line in text.splitlines() if line.startswith("::warning")
+    ]
+    assert warnings and all(warnings), text
+    by_path = {m.group(5).split(":")[0]: m for m in warnings if m}
+    rollout = by_path["rollout"]
+    assert rollout.group(2) == "specs/churn.yaml" and lines[int(rollout.group(3)) - 1].startswith(
+        "rollout:"
+    )
+    shadow = lines[int(by_path["rollout.steps[0]"].group(3)) - 1]
+    assert "shadow:" in shadow
+
+    code, text = _run(*compile_, "--check", "--format", "json")
+    report = json.loads(text)
+    assert code == 1
+    errors = [d for d in report["diagnostics"] if d["severity"] == "error"]
+    assert sorted((d["code"], d["file"]) for d in errors) == sorted(
+        ("stale", str(out / name)) for name in ("pipeline.yaml", "prometheusrule.yaml", "notes.txt")
+    )

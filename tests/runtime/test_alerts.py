@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from specml.compiler.api import plan_file
 from specml.runtime.monitor.alerts import AlertMonitor, read_alert_log, resolve_secret
 from specml.runtime.monitor.live import (

@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
-
 from specml.compiler.api import plan_file
 from specml.runtime.monitor.drift import (
     EPSILON,
@@ -38,7 +37,7 @@ def _plain_psi(train: np.ndarray, current: np.ndarray, bins: int) -> float:
     edges = sorted(set(np.quantile(train, [i / bins for i in range(1, bins)]).tolist()))
     bounds = [-math.inf, *edges, math.inf]
     total = 0.0
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
         r = sum(1 for v in train if lo <= v < hi) / len(train)
         c = sum(1 for v in current if lo <= v < hi) / len(current)
         r, c = max(r, EPSILON), max(c, EPSILON)
@@ -63,6 +62,25 @@ def test_psi_matches_plain_computation(samples: dict[str, np.ndarray], case: str
     for j, name in enumerate(NAMES):
         expected = _plain_psi(samples["train"][:, j].tolist(), samples[case][:, j].tolist(), 10)
         assert report.value(name, "psi") == pytest.approx(expected, abs=1e-9), name
+
+
+def _numpy_psi(train: np.ndarray, current: np.ndarray, bins: int) -> float:
+    """PSI with np.histogram over (-inf, training quantile edges, +inf) and the EPSILON floor."""
+    edges = np.unique(np.quantile(train, np.arange(1, bins) / bins))
+    bounds = np.concatenate(([-np.inf], edges, [np.inf]))
+    r = np.maximum(np.histogram(train, bounds)[0] / train.size, EPSILON)
+    c = np.maximum(np.histogram(current, bounds)[0] / current.size, EPSILON)
+    return float(np.sum((c - r) * np.log(c / r)))
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("bins", [5, 10, 20])
+def test_psi_matches_numpy_histogram(seed: int, bins: int) -> None:
+    rng = np.random.default_rng(seed)
+    train, current = _frame(rng, 3000), _frame(rng, 2000, shift=0.3 * seed)
+    report = check_drift(build_reference(train, NAMES, bins=bins), current)
+    for j, name in enumerate(NAMES):
+        assert abs(report.value(name, "psi") - _numpy_psi(train[:, j], current[:, j], bins)) <= 1e-9, name
 
 
 @pytest.mark.parametrize("case", ["same", "shifted"])

@@ -7,7 +7,6 @@ import math
 from pathlib import Path
 
 import pytest
-
 from specml.compiler.api import plan_file
 from specml.compiler.errors import TargetError
 from specml.runtime.monitor.live import LiveFigures

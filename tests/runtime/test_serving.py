@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from specml.runtime.serving import ServerConfig, running_server
+from specml.runtime.serving.server import wait_until_ready
 from specml.runtime.serving.testing import http_request, metric_samples, write_model_dir
 
 tritonclient_http = pytest.importorskip("tritonclient.http")
@@ -188,6 +189,8 @@ def test_server_process_shuts_down_gracefully_on_sigterm(model_dir: Path) -> Non
     try:
         line = child.stdout.readline()  # type: ignore[union-attr]
         url = line.rsplit(" on ", 1)[1].strip()
+        assert http_request(url, "GET", "/v2/health/live")[0] == 200  # listening: live at once
+        wait_until_ready(url, timeout_s=60, alive=lambda: child.poll() is None)
         assert http_request(url, "GET", "/v2/health/ready")[0] == 200
         child.send_signal(signal.SIGTERM)
         assert child.wait(timeout=20) == 0

@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from specml.compiler.api import plan_file
 from specml.compiler.errors import TargetError
 from specml.runtime.contract import StepContext, run_step
@@ -102,6 +101,28 @@ def test_export_onnx_matches_torch_and_writes_the_serving_contract(plan, tmp_pat
     means = np.tile(model.fill.numpy(), (3, 1)).astype("float32")
     assert np.allclose(onnx_predict(session, missing), predict(model, means), atol=1e-6)
     assert onnx_predict(session, missing).shape == (3, 1)
+
+
+def test_export_fails_when_onnx_drifts_from_torch(plan, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """~5 s: an ONNX graph that differs from torch by 2e-4 (> 1e-4) stops the export, named."""
+    from specml.runtime.modeling import save_model
+    from specml.runtime.steps import export
+
+    ts = training_set(plan, tmp_path / "ts.parquet", rows=300)
+    model, _, _ = _fit(plan, ts)
+    save_model(model, tmp_path / "model", {"features": feature_refs(plan), "feature_repo": None})
+    real = export.onnx_predict
+    monkeypatch.setattr(export, "onnx_predict", lambda sess, x: real(sess, x) + 2e-4)
+    ctx = StepContext(workdir=tmp_path, data_dir=tmp_path)
+    with pytest.raises(TargetError) as failed:
+        run_step("export_onnx", plan, ctx, {"model": tmp_path / "model", "training_set": ts},
+                 {"onnx_model": tmp_path / "onnx"})
+    [diag] = failed.value.diagnostics
+    assert diag.code == "onnx_parity" and "max abs diff 0.0002 > 0.0001" in diag.message
+    assert not (tmp_path / "onnx" / "serving.json").exists()  # nothing for the server to load
+    demand = plan_file(SPECS / "demand.yaml")  # regression: the tolerance follows the magnitude
+    assert export.parity_tolerance_for(demand, np.array([[250.0], [-3.0]])) == pytest.approx(0.025)
+    assert export.parity_tolerance_for(plan, np.array([[0.9]])) == 1e-4
 
 
 def test_gates_report_margins() -> None:

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from specml.compiler.api import plan_file
-from specml.runtime.monitor.triggers import RetrainState, count_new_rows, data_watermark, due_triggers
+from specml.runtime.monitor.triggers import (
+    RetrainState,
+    count_new_rows,
+    data_watermark,
+    due_triggers,
+)
 
 
 def ts(text: str) -> float:
-    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp()
+    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from kubeflow_testlib import GOLDEN_SPECS, GOLDENS, ROOT, plan_for, rendered
-
+from kubeflow_testlib import GOLDEN_SPECS, GOLDENS, ROOT, bare_plan, plan_for, rendered
 from specml.compiler.errors import TargetError
 from specml.targets.kubeflow.pipeline import normalise_versions
 from specml.targets.kubeflow.target import KubeflowTarget
@@ -74,7 +73,7 @@ def test_output_is_byte_identical_across_processes() -> None:
 
 
 def test_demand_without_kubeflow_settings_is_a_clear_error(tmp_path: Path) -> None:
-    plan = plan_for("demand")
+    plan = bare_plan("demand")  # the spec as written has no targets.kubeflow section
     diags = KubeflowTarget().check(plan)
     assert [d.code for d in diags] == ["kubeflow_image_required"]
     assert diags[0].severity == "error"

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 from functools import cache
-from pathlib import Path
 
 import jsonschema
 import pytest
 import yaml
 from kubeflow_testlib import GOLDEN_SPECS, ROOT, plan_for, rendered
-
 from specml.targets.kubeflow.checks import check_plan
 from specml.targets.kubeflow.promql import PromQLError, validate_promql
 
@@ -172,3 +170,23 @@ def test_promql_validator_accepts_the_usual_forms() -> None:
     assert validate_promql("1 > bool 2") == "scalar"
     assert validate_promql("-x ^ 2 ^ 3 or on_y unless z") == "instant vector"
     assert validate_promql("topk(3, max_over_time(y[1d] offset 1w))") == "instant vector"
+
+
+def test_demand_blue_green_promotes_in_one_manifest() -> None:
+    files = _isvc_files("demand")
+    assert sorted(files) == ["inferenceservice.yaml", "rollout/rollback.yaml"]
+    pred = files["inferenceservice.yaml"]["spec"]["predictor"]
+    assert "canaryTrafficPercent" not in pred  # traffic: 100 in one step (blue -> green)
+    assert pred["model"]["storageUri"] == "s3://acme-forecasting-models/demand-forecast"
+    assert pred["batcher"] == {"maxBatchSize": 256, "maxLatency": 20}
+    assert files["rollout/rollback.yaml"]["spec"]["predictor"]["canaryTrafficPercent"] == 0
+
+
+@pytest.mark.parametrize("name", GOLDEN_SPECS)
+def test_rule_group_names_are_unique(name: str) -> None:
+    """The CRD lists groups as a map keyed by name (x-kubernetes-list-map-keys: [name])."""
+    doc = yaml.safe_load(rendered(name)["prometheusrule.yaml"])
+    names = [g["name"] for g in doc["spec"]["groups"]]
+    assert names and len(names) == len(set(names))
+    alerts = [r["alert"] for g in doc["spec"]["groups"] for r in g["rules"]]
+    assert len(alerts) == len(set(alerts))

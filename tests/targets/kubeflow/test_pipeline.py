@@ -6,9 +6,15 @@ import json
 from pathlib import Path
 
 import pytest
-from kubeflow_testlib import GOLDEN_SPECS, pipeline_dict, pipeline_proto, plan_for, plan_graph
-from kubeflow_testlib import rendered, task_graph
-
+from kubeflow_testlib import (
+    GOLDEN_SPECS,
+    pipeline_dict,
+    pipeline_proto,
+    plan_for,
+    plan_graph,
+    rendered,
+    task_graph,
+)
 from specml.compiler.errors import TargetError
 from specml.compiler.ir import Plan
 from specml.targets.kubeflow.components import component_source
@@ -60,14 +66,20 @@ def test_task_graph_equals_the_plan_dag_and_gate_wraps_export_and_register(name:
     assert gated == {s.name for s in plan.steps if s.condition == "gate_passed"}
     assert gated == {"export_onnx", "register"}
     condition = spec["root"]["dag"]["tasks"]["condition-1"]
-    params = condition["inputs"]["parameters"]["pipelinechannel--evaluate-gate_passed"]
-    assert params["taskOutputParameter"] == {"outputParameterKey": "gate_passed", "producerTask": "evaluate"}
+    # The gate is evaluate's single return value (KFP key `Output`): kfp.local 2.17's condition
+    # evaluator resolves only `pipelinechannel--<task>-Output` channels (see components.py).
+    params = condition["inputs"]["parameters"]["pipelinechannel--evaluate-Output"]
+    assert params["taskOutputParameter"] == {"outputParameterKey": "Output", "producerTask": "evaluate"}
     assert condition["triggerPolicy"]["condition"] == (
-        "inputs.parameter_values['pipelinechannel--evaluate-gate_passed'] == true"
+        "inputs.parameter_values['pipelinechannel--evaluate-Output'] == true"
     )
     assert spec["components"]["comp-evaluate"]["outputDefinitions"]["parameters"] == {
-        "gate_passed": {"parameterType": "BOOLEAN"}
+        "Output": {"parameterType": "BOOLEAN"}
     }
+    for step in plan.steps:  # no other step returns a parameter
+        if step.kind != "evaluate":
+            comp = spec["components"][f"comp-{step.name.replace('_', '-')}"]
+            assert "parameters" not in comp.get("outputDefinitions", {}), step.name
 
 
 @pytest.mark.parametrize("name", GOLDEN_SPECS)
@@ -126,7 +138,11 @@ def test_component_source_is_a_thin_shell_around_run_step() -> None:
     assert "def evaluate(" in source
     assert "model: Input[Model]" in source and "eval_metrics: Output[Metrics]" in source
     assert "from specml.runtime import StepContext, run_step" in source
-    assert 'NamedTuple("Outputs", [("gate_passed", bool)])' in source
+    assert ") -> bool:" in source  # the gate leaves as the single `Output`, not a NamedTuple
+    assert "return bool(result.values['gate_passed'])" in source
+    assert "NamedTuple" not in source
+    train = component_source(plan, plan.step("train"))
+    assert ") -> bool:" not in train and "return " not in train
 
 
 def test_a_step_consuming_a_gated_step_outside_the_gate_is_refused() -> None:
@@ -138,3 +154,12 @@ def test_a_step_consuming_a_gated_step_outside_the_gate_is_refused() -> None:
     broken = plan.model_copy(update={"steps": (*steps, extra)})
     with pytest.raises(TargetError, match="depends on gated step"):
         build_pipeline(broken)
+
+
+def test_demand_trains_on_cpu_with_its_resources() -> None:
+    spec = pipeline_dict(rendered("demand")["pipeline.yaml"])
+    res = _executor(spec, "train")["resources"]
+    assert "accelerator" not in res
+    assert res["resourceCpuRequest"] == res["resourceCpuLimit"] == "2"
+    assert res["resourceMemoryRequest"] == res["resourceMemoryLimit"] == "4Gi"
+    assert _task(spec, "train")["cachingOptions"] == {"enableCache": True}

@@ -65,7 +65,10 @@ def test_serve_blocks_answers_and_stops_on_sigterm(plan, tmp_path: Path) -> None
         while True:
             try:
                 status = http_request(url, "GET", "/v2/health/ready", timeout=2)[0]
-                break
+                if status != 503:  # 503: listening, still loading the model
+                    break
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
             except OSError:
                 assert child.poll() is None, child.stderr.read()  # type: ignore[union-attr]
                 assert time.monotonic() < deadline

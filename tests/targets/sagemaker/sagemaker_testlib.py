@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -72,6 +74,12 @@ class RecordingMocks(pulumi.runtime.Mocks):
         return found[0]
 
 
+def _fresh_event_loop() -> None:
+    """Pulumi's mocks run on `asyncio.get_event_loop()`; an earlier test's `asyncio.run()` leaves
+    the main thread with none (Python 3.11 then raises), so each program gets its own loop."""
+    asyncio.set_event_loop(asyncio.new_event_loop())
+
+
 def run_program(plan_json: str, config: dict[str, str] | None = None,
                 secret_keys: tuple[str, ...] = (), stack_outputs: dict[str, Any] | None = None,
                 region: str = "eu-west-1") -> tuple[RecordingMocks, dict[str, Any]]:
@@ -81,6 +89,7 @@ def run_program(plan_json: str, config: dict[str, str] | None = None,
 
     project = Names.for_plan(Plan.from_json(plan_json)).project
     mocks = RecordingMocks(region=region, stack_outputs=stack_outputs or {})
+    _fresh_event_loop()
     pulumi.runtime.set_mocks(mocks, project=project, stack="test", preview=False)
     full = {f"{project}:{k}": v for k, v in (config or {}).items()}
     pulumi.runtime.set_all_config(full, [f"{project}:{k}" for k in secret_keys])
@@ -90,6 +99,40 @@ def run_program(plan_json: str, config: dict[str, str] | None = None,
     def _run() -> pulumi.Output[Any]:
         outputs = build(plan_json)
         return pulumi.Output.all(**outputs).apply(resolved.update)
+
+    _run()
+    return mocks, resolved
+
+
+def run_project(project_dir: Path, config: dict[str, str] | None = None,
+                secret_keys: tuple[str, ...] = (), stack_outputs: dict[str, Any] | None = None,
+                region: str = "eu-west-1") -> tuple[RecordingMocks, dict[str, Any]]:
+    """Run a compiled project folder the way Pulumi's Python host does (`runpy.run_path(dir)`,
+    which executes its `__main__.py`) under mocks; return the recorder and the stack outputs."""
+    import runpy
+    from unittest import mock
+
+    import yaml
+
+    project = yaml.safe_load((project_dir / "Pulumi.yaml").read_text())["name"]
+    mocks = RecordingMocks(region=region, stack_outputs=stack_outputs or {})
+    _fresh_event_loop()
+    pulumi.runtime.set_mocks(mocks, project=project, stack="test", preview=False)
+    full = {f"{project}:{k}": v for k, v in (config or {}).items()}
+    pulumi.runtime.set_all_config(full, [f"{project}:{k}" for k in secret_keys])
+    exported: dict[str, Any] = {}
+    resolved: dict[str, Any] = {}
+    real_export = pulumi.export
+
+    def record(name: str, value: Any) -> None:
+        exported[name] = value
+        real_export(name, value)
+
+    @pulumi.runtime.test
+    def _run() -> pulumi.Output[Any]:
+        with mock.patch.object(pulumi, "export", record):
+            runpy.run_path(str(project_dir), run_name="__main__")
+        return pulumi.Output.all(**exported).apply(resolved.update)
 
     _run()
     return mocks, resolved

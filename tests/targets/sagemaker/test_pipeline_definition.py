@@ -47,8 +47,15 @@ def test_steps_run_the_runtime_in_the_image() -> None:
                    ("build_training_set", "Processing"), ("train", "Training"),
                    ("evaluate", "Processing"), ("gates", "Condition")]
     steps = steps_by_name(d)
-    assert steps["evaluate"]["Arguments"]["AppSpecification"]["ContainerEntrypoint"] == [
-        "python", "-m", "specml.runtime", "evaluate"]
+    assert steps["build_training_set"]["Arguments"]["AppSpecification"][
+        "ContainerEntrypoint"] == ["python", "-m", "specml.runtime", "build_training_set"]
+    # evaluate reads the Training job's model.tar.gz: unpack it, then the same runtime step.
+    shell, flag, script, argv0 = steps["evaluate"]["Arguments"]["AppSpecification"][
+        "ContainerEntrypoint"]
+    assert (shell, flag, argv0) == ("/bin/sh", "-c", "specml-evaluate")
+    assert script == ("tar -xzf /opt/ml/processing/input/model/model.tar.gz -C "
+                      "/opt/ml/processing/input/model && rm /opt/ml/processing/input/model/"
+                      'model.tar.gz && exec python -m specml.runtime evaluate "$@"')
     train = steps["train"]["Arguments"]["AlgorithmSpecification"]
     assert train["ContainerEntrypoint"][-1] == "train"
     assert train["TrainingImage"] == {"Get": "Parameters.ImageUri"}
@@ -56,7 +63,9 @@ def test_steps_run_the_runtime_in_the_image() -> None:
     inputs = {i["InputName"]: i["S3Input"]["S3Uri"]
               for i in steps["evaluate"]["Arguments"]["ProcessingInputs"]}
     assert inputs["model"] == {"Get": "Steps.train.ModelArtifacts.S3ModelArtifacts"}
-    assert steps["evaluate"]["PropertyFiles"][0]["OutputName"] == "eval_metrics"
+    assert steps["evaluate"]["PropertyFiles"] == [{
+        "PropertyFileName": "EvaluationReport", "OutputName": "eval_metrics",
+        "FilePath": "eval_metrics.json"}]
     params = {p["Name"]: p.get("DefaultValue") for p in d["Parameters"]}
     assert params["TrainingInstanceType"] == "ml.m5.xlarge"
 
@@ -66,15 +75,18 @@ def test_gate_condition_guards_export_and_register() -> None:
     assert [s["Name"] for s in gate["IfSteps"]] == ["export_onnx", "register"]
     assert [s["Type"] for s in gate["ElseSteps"]] == ["Fail"]
     register = gate["IfSteps"][1]["Arguments"]["AppSpecification"]
-    assert register["ContainerEntrypoint"] == ["python", "-m", "specml.runtime", "register"]
+    assert register["ContainerEntrypoint"][2].endswith('exec python -m specml.runtime register "$@"')
     first = gate["Conditions"][0]
     assert first["Type"] == "GreaterThanOrEqualTo"
     assert first["RightValue"] == 0.75  # gates.min.roc_auc
     assert first["LeftValue"] == {"Std:JsonGet": {
         "PropertyFile": {"Get": "Steps.evaluate.PropertyFiles.EvaluationReport"},
         "Path": "metrics.roc_auc"}}
-    # must_beat_production is decided by the evaluate step (it needs the registry's champion).
-    assert gate["Conditions"][1]["LeftValue"]["Std:JsonGet"]["Path"] == "must_beat_production.passed"
+    # must_beat_production is decided by the evaluate step (it needs the registry's champion)
+    # and folded into the report's gate_passed.
+    assert gate["Conditions"][1] == {"Type": "Equals", "RightValue": True, "LeftValue": {
+        "Std:JsonGet": {"PropertyFile": {"Get": "Steps.evaluate.PropertyFiles.EvaluationReport"},
+                        "Path": "gate_passed"}}}
 
 
 def test_max_gates_become_less_than_or_equal_conditions() -> None:
@@ -132,6 +144,7 @@ MUTATIONS = {
         "Steps/5/Arguments/Conditions/0/LeftValue/Std:JsonGet/PropertyFile",
         {"Get": "Steps.evaluate.PropertyFiles.Report"}),
     "duplicate step names": _set("Steps/1/Name", "validate_data"),
+    "metadata value that is not a string": _set("Metadata/specml_system", {"name": "churn"}),
 }
 
 
@@ -159,6 +172,52 @@ def test_steps_are_told_the_names_the_program_gives_resources() -> None:
         g.view_id: g.name for g in feature_group_specs(plan_for("churn"))}
     register = steps["register"]["Arguments"]
     assert register["Environment"]["SPECML_MODEL_PACKAGE_GROUP"] == "churn"
-    (out,) = register["ProcessingOutputConfig"]["Outputs"]
+    # The ONNX export is the served version: models/<registry>/<execution id>/.
+    (out,) = steps["export_onnx"]["Arguments"]["ProcessingOutputConfig"]["Outputs"]
     assert out["S3Output"]["S3Uri"] == {"Std:Join": {"On": "/", "Values": [
         "s3://${ArtifactBucket}/models/churn", {"Get": "Execution.PipelineExecutionId"}]}}
+
+
+def _runtime_args(step: Json) -> tuple[str, list[str]]:
+    args = step["Arguments"]
+    spec = args.get("AppSpecification") or args["AlgorithmSpecification"]
+    entry = spec["ContainerEntrypoint"]
+    kind = entry[-1] if entry[0] == "python" else entry[2].split("specml.runtime ")[1].split()[0]
+    return kind, spec["ContainerArguments"]
+
+
+@pytest.mark.parametrize("spec", ["churn", "fraud", "demand"])
+def test_container_arguments_follow_the_runtime_contract(
+        spec: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The runtime's own CLI parses every step's arguments; artifacts sit where SageMaker puts
+    them: a Metrics/Dataset file inside the folder it uploads or downloads, a folder otherwise."""
+    from specml.runtime.__main__ import main
+
+    plan = plan_for(spec)
+    types = {f"{s.name}.{o.name}": o.type for s in plan.steps for o in s.outputs}
+    for name, step in steps_by_name(definition(spec)).items():
+        if step["Type"] not in ("Processing", "Training"):
+            continue
+        kind, argv = _runtime_args(step)
+        ir = plan.step(name)
+        assert kind == ir.kind
+        # argparse accepts them (a usage error would raise SystemExit); the Plan file only
+        # exists inside the job, so the step then stops with "cannot read plan".
+        assert main([kind, *argv]) == 2
+        assert "cannot read plan /opt/ml/" in capsys.readouterr().err
+        pairs = [argv[i + 1].split("=", 1) for i, a in enumerate(argv) if a in ("--input", "--output")]
+        got = {n: p for n, p in pairs}
+        assert set(got) == set(ir.inputs) | {o.name for o in ir.outputs}
+        for input_name, ref in ir.inputs.items():
+            produced = ref.split(".", 1)[1]
+            suffix = {"Metrics": f"/{produced}.json", "Dataset": f"/{produced}.parquet"}.get(
+                types[ref], "")
+            assert got[input_name].endswith(f"/{input_name}{suffix}"), (name, got[input_name])
+        for out in ir.outputs:
+            suffix = {"Metrics": f"/{out.name}.json", "Dataset": f"/{out.name}.parquet"}.get(
+                out.type, "")
+            assert got[out.name].endswith(suffix), (name, got[out.name])
+            if step["Type"] == "Processing":
+                (folder,) = [o["S3Output"]["LocalPath"] for o in step["Arguments"][
+                    "ProcessingOutputConfig"]["Outputs"] if o["OutputName"] == out.name]
+                assert got[out.name] == folder + suffix

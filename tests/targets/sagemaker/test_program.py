@@ -270,3 +270,81 @@ def test_the_plan_is_uploaded_for_the_pipeline_steps() -> None:
     obj = ran("demand")[0].one("aws:s3/bucketObjectv2:BucketObjectv2").inputs
     assert obj["key"] == "specml/plan/plan.json"
     assert obj["content"] == plan_for("demand").to_json()
+
+
+@pytest.mark.parametrize("spec", ["churn", "fraud", "demand"])
+def test_slo_alarms_match_the_spec_and_roll_back_on_slo_breach(spec: str) -> None:
+    from specml.targets.sagemaker.naming import Names
+
+    plan = plan_for(spec)
+    assert plan.rollout is not None
+    prefix, slo = Names.for_plan(plan).prefix, plan.endpoint.slo
+    alarms = alarms_by_name(spec)
+    rollback = {a["alarmName"] for a in routing_alarms(spec)}
+    rolls_back = any(c.kind == "slo_breach" for c in plan.rollout.rollback_when)
+    for pct in ("p50", "p95", "p99"):
+        ms, name = getattr(slo, f"{pct}_latency_ms"), f"{prefix}-slo-{pct}-latency"
+        if ms is None:
+            assert name not in alarms
+            continue
+        alarm = alarms[name].inputs
+        assert (alarm["namespace"], alarm["metricName"]) == ("AWS/SageMaker", "ModelLatency")
+        assert alarm["extendedStatistic"] == pct
+        assert alarm["threshold"] == pytest.approx(ms * 1000)  # ModelLatency is in microseconds
+        assert (name in rollback) == rolls_back
+    assert slo.error_rate is not None
+    errors = alarms[f"{prefix}-slo-error-rate"].inputs
+    assert errors["threshold"] == pytest.approx(slo.error_rate)
+    assert "metricName" not in errors  # metric math, not a single metric
+    names = {q["metric"]["metricName"] for q in errors["metricQueries"] if "metric" in q}
+    assert names == {"Invocation5XXErrors", "Invocations"}
+    assert (f"{prefix}-slo-error-rate" in rollback) == rolls_back
+
+
+@pytest.mark.parametrize("spec", ["churn", "fraud", "demand"])
+def test_shadow_variant_mirrors_the_leading_shadow_step(spec: str) -> None:
+    plan = plan_for(spec)
+    assert plan.rollout is not None
+    first = plan.rollout.steps[0]
+    config = ran(spec)[0].one(ENDPOINT_CONFIG).inputs
+    if first.kind != "shadow":
+        assert "shadowProductionVariants" not in config
+        return
+    (shadow,) = config["shadowProductionVariants"]
+    assert shadow["initialVariantWeight"] == pytest.approx(first.shadow_sample_percent / 100)
+    assert shadow["instanceType"] == config["productionVariants"][0]["instanceType"]
+
+
+def _snake_keys(value: Any, path: str) -> list[str]:
+    """Keys pulumi-aws did not translate to camelCase (user-keyed maps are skipped)."""
+    out: list[str] = []
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if "_" in key and not key.startswith("4dabf18193072939"):  # the secret signature key
+                out.append(f"{path}.{key}")
+            if key not in ("tags", "environment", "dimensions"):
+                out += _snake_keys(inner, f"{path}.{key}")
+    elif isinstance(value, list):
+        out += [k for i, inner in enumerate(value) for k in _snake_keys(inner, f"{path}[{i}]")]
+    return out
+
+
+@pytest.mark.parametrize("spec", ["churn", "fraud", "demand"])
+def test_every_nested_input_key_is_a_pulumi_aws_property(spec: str) -> None:
+    """Nested args are plain dicts: pulumi-aws renames the keys it knows to camelCase, so a
+    misspelt key (`termination_wait_in_second`) would survive in snake_case and be dropped."""
+    unknown = [k for c in ran(spec)[0].created for k in _snake_keys(c.inputs, c.name)]
+    assert unknown == []
+
+
+def test_models_serve_the_uncompressed_onnx_export_folder() -> None:
+    mocks, outputs = ran("fraud")
+    by_variant = {m.inputs["tags"]["specml:variant"]: m.inputs["primaryContainer"]
+                  for m in mocks.of_type("aws:sagemaker/model:Model")}
+    plan = plan_for("fraud")
+    for variant, version in (("champion", plan.registry.champion_alias),
+                             ("challenger", plan.registry.challenger_alias)):
+        (source,) = by_variant[variant]["modelDataSource"]["s3DataSources"]
+        assert source == {"s3Uri": f"s3://{outputs['bucketName']}/models/{plan.registry.name}/"
+                          f"{version}/", "s3DataType": "S3Prefix", "compressionType": "None"}
+        assert "modelDataUrl" not in by_variant[variant]

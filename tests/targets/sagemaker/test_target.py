@@ -113,3 +113,19 @@ def test_composite_join_keys_are_an_error() -> None:
     assert [d.code for d in errors] == ["sagemaker_composite_key"]
     with pytest.raises(TargetError):
         SagemakerTarget().emit(plan, Path("/nonexistent/never-written"))
+
+
+def test_feature_store_limits_are_errors_naming_the_field() -> None:
+    plan = plan_for("churn")
+    entity = plan.features.entities[0].model_copy(update={"dtype": "float64"})
+    view = plan.features.views[0]
+    field = view.fields[0].model_copy(update={"name": "write_time"})
+    view = view.model_copy(update={"fields": (field, *view.fields[1:])})
+    features = plan.features.model_copy(
+        update={"entities": (entity,), "views": (view, *plan.features.views[1:])})
+    errors = [d for d in SagemakerTarget().check(plan.model_copy(update={"features": features}))
+              if d.severity == "error"]
+    assert {(d.code, d.yaml_path) for d in errors} == {
+        ("sagemaker_fractional_key", "features.entities.customer.dtype"),
+        ("sagemaker_reserved_feature_name", f"features.views.{view.id}.fields.write_time"),
+    }
