@@ -370,6 +370,15 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default from the spec).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default from the spec).")] = None,
     model_dir: Annotated[Path | None, typer.Option(help="Serve this model folder instead.")] = None,
+    features_as_of: Annotated[
+        str,
+        typer.Option(
+            "--features-as-of",
+            help="Clock for feature TTLs in predict-by-entity: now (default), materialized "
+            "(the last materialization: use it with demo data, which lies in the past) or an "
+            "ISO time.",
+        ),
+    ] = "now",
     overlay: OverlayOpt = None,
 ) -> None:
     """Serve the champion model over the Open Inference Protocol (KServe v2) with /metrics."""
@@ -388,6 +397,7 @@ def serve(
             host=host or local.host,
             port=port or local.port,
             model_dir=model_dir,
+            features_as_of=features_as_of,
         )
         return EXIT_OK
 

@@ -31,7 +31,6 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import numpy as np
 from specml.runtime.serving.http import HttpRequest, HttpResponse
 from specml.runtime.serving.metrics import CONTENT_TYPE, ServingMetrics
 from specml.runtime.serving.model import ServedModel
@@ -45,11 +44,11 @@ from specml.runtime.serving.protocol import (
 )
 from specml.runtime.serving.roles import ModelSlot, TrafficControl
 from specml.runtime.serving.sagemaker import decode_invocation, execution_parameters
+from specml.runtime.serving.shadow import ShadowMirror
 
 SERVER_NAME = "specml"
 SERVER_VERSION = "0.1.0"
 MAX_ENTITIES_PER_REQUEST = 4096
-MAX_MIRRORS_IN_FLIGHT = 256
 log = logging.getLogger("specml.serving")
 
 
@@ -122,7 +121,7 @@ class InferenceApp:
         self._lookup_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="specml-lookup")
         self._ids = itertools.count()
         self._id_prefix = os.urandom(4).hex()
-        self._mirrors: set[asyncio.Task[None]] = set()
+        self.shadow = ShadowMirror(metrics)
 
     @property
     def model(self) -> ServedModel:
@@ -308,7 +307,7 @@ class InferenceApp:
             results = await self._score(slot, features)
         elapsed = time.perf_counter() - start
         if mirror is not None:
-            self._mirror(table.champion, mirror, features, results, elapsed)
+            self.shadow.mirror(table.champion, mirror, features, results, elapsed)
         if self.request_log is not None:
             try:
                 out = results[slot.model.manifest.output_name]
@@ -323,55 +322,6 @@ class InferenceApp:
             return await slot.score(features)
         except Exception as exc:  # ONNX Runtime refused the batch: the server's fault, not the client's
             raise ProtocolError(f"inference failed: {type(exc).__name__}: {exc}", 500) from None
-
-    def _mirror(
-        self, champion: ModelSlot, challenger: ModelSlot, features: Any, answer: dict[str, Any],
-        champion_seconds: float,
-    ) -> None:
-        """Shadow: score a copy on the challenger in the background and compare (never awaited)."""
-        labels = (champion.model.name, champion.version, challenger.version)
-        if len(self._mirrors) >= MAX_MIRRORS_IN_FLIGHT:
-            self.metrics.shadow_requests.labels(*labels, "dropped").inc()
-            return
-        task = asyncio.get_running_loop().create_task(
-            self._shadow(labels, challenger, features, answer, champion_seconds)
-        )
-        self._mirrors.add(task)
-        task.add_done_callback(self._mirrors.discard)
-
-    async def _shadow(
-        self, labels: tuple[str, str, str], challenger: ModelSlot, features: Any,
-        answer: dict[str, Any], champion_seconds: float,
-    ) -> None:
-        m = self.metrics
-        start = time.perf_counter()
-        try:
-            results = await challenger.score(features)
-        except Exception:
-            challenger.count("shadow", 500, time.perf_counter() - start)
-            m.shadow_requests.labels(*labels, "failed").inc()
-            return
-        elapsed = time.perf_counter() - start
-        challenger.count("shadow", 200, elapsed)
-        m.shadow_requests.labels(*labels, "compared").inc()
-        m.shadow_latency_delta.labels(*labels).observe(elapsed - champion_seconds)
-        try:
-            self._compare(labels, challenger.model.manifest.output_name, answer, results)
-        except Exception:  # a comparison bug must not go unnoticed, nor hurt serving
-            log.exception("shadow comparison failed")
-
-    def _compare(
-        self, labels: tuple[str, str, str], name: str, answer: dict[str, Any], results: dict[str, Any]
-    ) -> None:
-        m = self.metrics
-        ours, theirs = np.asarray(answer[name]), np.asarray(results[name])
-        if ours.shape != theirs.shape:
-            return
-        m.shadow_diff.labels(*labels).observe(float(np.max(np.abs(ours - theirs))) if ours.size else 0.0)
-        if ours.ndim == 2 and ours.shape[1] > 1:
-            agree = int(np.sum(ours.argmax(axis=1) == theirs.argmax(axis=1)))
-            m.shadow_rows.labels(*labels, "true").inc(agree)
-            m.shadow_rows.labels(*labels, "false").inc(ours.shape[0] - agree)
 
     async def _predict_by_entity(self, request: HttpRequest) -> tuple[ModelSlot | None, HttpResponse]:
         """Score entities by their join keys, features read from the online store.

@@ -78,8 +78,12 @@ def serve(
     host: str | None = None,
     port: int | None = None,
     model_dir: Path | None = None,
+    features_as_of: str | None = None,
 ) -> None:
-    """Serve the Plan's model until SIGINT/SIGTERM (graceful shutdown drains in-flight requests)."""
+    """Serve the Plan's model until SIGINT/SIGTERM (graceful shutdown drains in-flight requests).
+
+    `features_as_of` is the clock feature TTLs are judged against: None/"now" (production),
+    "materialized" (the last materialization: demo data from the past) or an ISO time."""
     import logging
 
     from specml.runtime.serving.model import ModelLoadError
@@ -89,6 +93,10 @@ def serve(
     injected = FaultInjection.from_env()
     config = server_config(plan, base_dir, host, port, model_dir,
                            inject_latency_ms=injected.latency_ms, inject_error_rate=injected.error_rate)
+    if features_as_of and features_as_of != "now":
+        import dataclasses
+
+        config = dataclasses.replace(config, features_as_of=features_as_of)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         serve_forever(config)

@@ -142,11 +142,12 @@ class LocalTarget:
         return plan_changes(plan, base_dir)
 
     def serve(self, plan: Plan, base_dir: Path, host: str | None = None, port: int | None = None,
-              model_dir: Path | None = None) -> None:
+              model_dir: Path | None = None, features_as_of: str | None = None) -> None:
         """Serve the champion from <workdir>/serving/current (the server lives in serve.py)."""
         from specml.targets.local.serve import serve
 
-        serve(plan, base_dir, host=host, port=port, model_dir=model_dir)
+        serve(plan, base_dir, host=host, port=port, model_dir=model_dir,
+              features_as_of=features_as_of)
 
     def apply(self, plan: Plan, base_dir: Path, options: ApplyOptions | None = None) -> ApplyResult:
         """Run every step in DAG order; stop at a failed gate (GateFailed); record state.json."""

@@ -143,9 +143,13 @@ def readme(plan: Plan, diagnostics: list[Diagnostic]) -> str:
                      f"{a.threshold:g} {unit}{' - rollback' if a.rollback else ''}")
     lines += [
         "", "## Image", "",
-        "One image runs every pipeline step (`python -m specml.runtime <step>`) and the endpoint: "
-        "as an endpoint container it must serve SageMaker's `GET /ping` and `POST /invocations` on "
-        "port 8080 with the model SageMaker copies to `/opt/ml/model`.",
+        "One image runs every pipeline step (`python -m specml.runtime <step>`) and the endpoint. "
+        "Build it with specml installed (`pip install 'specml[local]'`) and "
+        "`ENTRYPOINT [\"python\", \"-m\", \"specml.runtime\"]`: SageMaker starts an endpoint "
+        "container as `docker run IMAGE serve`, and `python -m specml.runtime serve` answers "
+        "`GET /ping` and `POST /invocations` on port 8080 (`$SAGEMAKER_BIND_TO_PORT`) with the "
+        "model SageMaker copies to `/opt/ml/model` (`$SM_MODEL_DIR`); the pipeline steps override "
+        "the entrypoint.",
         "", "## Promote a model", "",
         "When the gates hold, the pipeline's ONNX export step writes `s3://<bucketName>/models/"
         f"{plan.registry.name}/<pipeline execution id>/` (model.onnx + serving.json, served "

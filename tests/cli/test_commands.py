@@ -8,11 +8,10 @@ import types
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
 from specml.cli.main import app
 from specml.targets import REGISTRY
 from specml.targets.base import EmitResult
+from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[2]
 CHURN = ROOT / "specs" / "churn.yaml"

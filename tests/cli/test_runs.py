@@ -6,11 +6,10 @@ import json
 import shutil
 from pathlib import Path
 
-from typer.testing import CliRunner
-
 from specml.cli.main import app
 from specml.compiler.api import plan_file
 from specml.targets.local.state import save_state, workdir
+from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()

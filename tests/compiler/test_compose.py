@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from specml.compiler.api import plan_file, validate_file
 from specml.compiler.errors import Diagnostic, SpecError
 

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from specml.compiler.api import plan_file
 from specml.compiler.load import load_file
 

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
-
 from specml.compiler.api import plan_file, validate_file
 from specml.compiler.load import load_file
 from specml.compiler.schema import (

@@ -16,7 +16,6 @@ from typing import Any
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from specml.compiler.api import validate_doc, validate_text
 from specml.compiler.errors import SpecError
 from specml.compiler.load import SourceDoc, load_file

@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
-
 from specml.compiler.api import validate_file
 from specml.compiler.errors import Diagnostic, SpecError
+from typer.testing import CliRunner
 
 INVALID = Path(__file__).resolve().parents[1] / "specs" / "invalid"
 CORPUS = sorted(INVALID.glob("*.yaml"))

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from specml.runtime.serving import ServerConfig, running_server
 from specml.runtime.serving.server import wait_until_ready
 from specml.runtime.serving.testing import http_request, metric_samples, write_model_dir
@@ -169,11 +168,11 @@ def test_metrics_exposed(server: str) -> None:
     assert status == 200 and headers["content-type"].startswith("text/plain")
     text = raw.decode()
     ok = metric_samples(text, "specml_requests_total")
-    assert any(l["code"] == "200" and l["endpoint"] == "infer" and v >= 1 for l, v in ok)
+    assert any(lb["code"] == "200" and lb["endpoint"] == "infer" and v >= 1 for lb, v in ok)
     errors = metric_samples(text, "specml_request_errors_total")
-    assert any(l["code"] == "400" and l["endpoint"] == "infer" and v >= 1 for l, v in errors)
+    assert any(lb["code"] == "400" and lb["endpoint"] == "infer" and v >= 1 for lb, v in errors)
     latency = metric_samples(text, "specml_request_latency_seconds_bucket")
-    assert {"model": "churn", "version": "1", "endpoint": "infer", "le": "0.001"} in [l for l, _ in latency]
+    assert {"model": "churn", "version": "1", "endpoint": "infer", "le": "0.001"} in [lb for lb, _ in latency]
     info = metric_samples(text, "specml_model_info")
     assert info == [({"model": "churn", "version": "1", "provider": "CPUExecutionProvider"}, 1.0)]
     assert metric_samples(text, "specml_queue_delay_seconds_count")[0][1] >= 1

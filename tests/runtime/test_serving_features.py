@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from specml.runtime.serving import ServerConfig, running_server
 from specml.runtime.serving.testing import (
     CHURN_FEATURES,

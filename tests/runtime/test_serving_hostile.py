@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from specml.runtime.serving import ServerConfig, running_server
 from specml.runtime.serving.testing import http_request, write_model_dir
 

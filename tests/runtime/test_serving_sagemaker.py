@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from specml.runtime.serving import ServerConfig, running_server
 from specml.runtime.serving.server import wait_until_ready
 from specml.runtime.serving.testing import http_request, write_model_dir

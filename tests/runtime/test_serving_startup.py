@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from specml.runtime.serving import ServerConfig, running_server
 from specml.runtime.serving import server as server_module
 from specml.runtime.serving.model import ModelLoadError
@@ -114,12 +113,15 @@ def test_running_server_waits_for_readiness_by_default(
 def test_model_that_cannot_load_fails_the_start(tmp_path: Path) -> None:
     broken = write_model_dir(tmp_path / "broken")
     (broken / "model.onnx").write_bytes(b"not an onnx file")
-    with pytest.raises(ModelLoadError, match="the model failed to load"):
-        with running_server(ServerConfig(broken, port=0)):
-            pass
-    with pytest.raises(ModelLoadError, match="no model.onnx"):  # checked before listening
-        with running_server(ServerConfig(tmp_path / "nowhere", port=0)):
-            pass
+    with pytest.raises(ModelLoadError, match="the model failed to load"), running_server(
+        ServerConfig(broken, port=0)
+    ):
+        pass
+    # checked before listening
+    with pytest.raises(ModelLoadError, match="no model.onnx"), running_server(
+        ServerConfig(tmp_path / "nowhere", port=0)
+    ):
+        pass
 
 
 def test_server_process_exits_1_when_the_model_cannot_load(tmp_path: Path) -> None:

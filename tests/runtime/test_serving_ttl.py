@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from specml.runtime.serving import ServerConfig, running_server
 from specml.runtime.serving.testing import (
     CHURN_FEATURES,
@@ -93,8 +92,14 @@ def test_ttl_clock_can_be_fixed(repo: Path) -> None:
     assert _reader(repo, as_of=much_later).lookup(ids).found == [False, False]
     earlier = (datetime.now(UTC) - timedelta(days=15)).isoformat()  # the 40-day rows: 25 days old
     assert _reader(repo, as_of=earlier).lookup(ids).missing == [[], []]
+    pointer = repo / "specml_repo.json"  # what materialize_features writes
     with pytest.raises(ValueError, match="materialized_until"):
-        _reader(repo, as_of="materialized")  # this repo has no specml_repo.json pointer
+        _reader(repo, as_of="materialized")  # no pointer yet
+    pointer.write_text(json.dumps({"materialized_until": much_later}))
+    try:  # the server's features_as_of="materialized" (the skew check) reads this time
+        assert _reader(repo, as_of="materialized").lookup(ids).found == [False, False]
+    finally:
+        pointer.unlink()
     with pytest.raises(ValueError, match="ISO-8601"):
         _reader(repo, as_of="yesterday")
 
@@ -115,9 +120,9 @@ def test_predict_by_entity_reports_imputed_features_and_unknown_entities(model_d
         assert answer["missing_features"][0] == [] and answer["missing_features"][1] == STATS
         assert answer["missing_features"][5] == list(CHURN_FEATURES)  # 999: imputed only
         text = http_request(url, "GET", "/metrics")[2].decode()
-    lookups = {l["outcome"]: v for l, v in metric_samples(text, "specml_entity_lookups_total")}
+    lookups = {lb["outcome"]: v for lb, v in metric_samples(text, "specml_entity_lookups_total")}
     assert lookups == {"complete": 1.0, "partial": 3.0, "not_found": 2.0}
-    imputed = {(l["feature"], l["reason"]): v for l, v in metric_samples(text, "specml_imputed_features_total")}
+    imputed = {(lb["feature"], lb["reason"]): v for lb, v in metric_samples(text, "specml_imputed_features_total")}
     assert imputed[("customer_stats:monthly_spend", "expired")] == 2.0  # 1 and 4
     assert imputed[("customer_stats:monthly_spend", "missing")] == 1.0  # 999
     assert imputed[("usage:logins_7d", "missing")] == 2.0  # 3 and 999

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-
 from specml.compiler.api import plan_file
 from specml.compiler.ir import Plan
 from specml.targets import REGISTRY, get_target
