@@ -1,10 +1,10 @@
 """Feature and prediction drift against a precomputed training reference (PSI and KS).
 
 The reference is built once, at training time (`build_reference`), and saved as a small `.npz`:
-per feature the quantile bin edges and the training share in each bin (for PSI), and the sorted
-distinct training values with their exact training ECDF (for KS). A check then sorts the current
-window once (all features in one `np.sort`) and `np.searchsorted`s the reference points into it,
-so a repeat check never touches the training data again.
+per feature the quantile bin edges and the training share in each bin (for PSI), and a sorted grid
+of training values with their exact training ECDF (for KS). A check never sorts the current window:
+it counts, per feature, how many current values fall below / on each grid point (one O(rows) pass,
+see `_GridCounter`), and both statistics follow from those counts.
 
 Conventions (the tests hold us to them):
 - PSI bins: inner edges `e_1 < ... < e_k` are the training quantiles at i/bins (duplicates merged,
@@ -15,11 +15,14 @@ Conventions (the tests hold us to them):
   floor Evidently uses when no share is that small) before the sum; shares are not renormalised.
   A bin empty on both sides therefore contributes exactly 0.
 - NaNs are left out of both sides (shares are over the non-missing values).
-- KS is exact (equal to `scipy.stats.ks_2samp(...).statistic`) while the training column has at
-  most `max_ks_points` distinct values. Above that the reference keeps `max_ks_points` evenly
-  spaced order statistics with their EXACT training ECDF values; the training ECDF between two kept
-  points is then only known to lie between theirs, so the statistic can be off by at most the
-  largest ECDF step between kept points, stored per feature as `ks_error_bound`.
+- KS = sup_x |F_ref(x) - F_cur(x)|. It is exact (equal to `scipy.stats.ks_2samp(...).statistic`)
+  while the training column has at most `max_ks_points` distinct values: both ECDFs are step
+  functions, F_ref is flat between two of its values, so the supremum is at a grid value v_i
+  (F_cur(v_i) = #cur <= v_i) or just before it (#cur < v_i, against F_ref(v_{i-1})).
+  Above that the grid keeps the first distinct value whose ECDF reaches j/max_ks_points, for each j,
+  with its EXACT ECDF. Between two kept points u < w the true F_ref lies in [F_ref(u), F_ref(w-)],
+  and the check uses F_ref(u) there, so |KS - exact| <= max over kept neighbours of
+  F_ref(w-) - F_ref(u) < 1/max_ks_points, stored per feature as `ks_error_bound` (0.0 when exact).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +38,9 @@ import numpy as np
 
 EPSILON = 1e-4
 PREDICTION = "prediction"
+MAX_KS_POINTS = 4096  # KS grid per feature: error bound < 1 / MAX_KS_POINTS above that many values
+_CHUNK_CELLS = 1 << 19  # cells (rows x features) per vectorised step: intermediates stay in cache
+_CODE_BUFFER = 1 << 22  # codes gathered before one np.bincount
 
 
 @dataclass(frozen=True)
@@ -87,6 +94,11 @@ class Reference:
                 bins=int(header["bins"]),
             )
 
+    @cached_property
+    def counter(self) -> _GridCounter:
+        """The bucket tables a check counts with (derived from the grids, built on first use)."""
+        return _GridCounter.build([np.union1d(v, e) for v, e in zip(self.ks_values, self.edges, strict=True)])
+
 
 @dataclass(frozen=True)
 class FeatureDrift:
@@ -122,12 +134,14 @@ class DriftReport:
 
 
 def _matrix(frame_or_array: Any, feature_names: Sequence[str]) -> np.ndarray:
-    """A float64 (rows, features) matrix from a DataFrame (by column name) or an array."""
+    """A float64 (rows, features) matrix from a DataFrame (by column name) or an array, no copy if possible."""
     if hasattr(frame_or_array, "columns"):
         missing = [n for n in feature_names if n not in frame_or_array.columns]
         if missing:
             raise KeyError(f"columns missing for drift: {missing}")
-        values = frame_or_array[list(feature_names)].to_numpy(dtype=np.float64)
+        same = list(frame_or_array.columns) == list(feature_names)
+        frame = frame_or_array if same else frame_or_array[list(feature_names)]
+        values = frame.to_numpy(dtype=np.float64, copy=False)
     else:
         values = np.asarray(frame_or_array, dtype=np.float64)
     if values.ndim == 1:
@@ -141,9 +155,9 @@ def build_reference(
     frame_or_array: Any,
     feature_names: Sequence[str],
     bins: int = 10,
-    max_ks_points: int = 20_000,
+    max_ks_points: int = MAX_KS_POINTS,
 ) -> Reference:
-    """Summarise training data once: quantile PSI bins with shares, and the KS ECDF points."""
+    """Summarise training data once: quantile PSI bins with shares, and the KS ECDF grid."""
     x = _matrix(frame_or_array, feature_names)
     edges, shares, ks_values, ks_cdf, bounds = [], [], [], [], []
     quantiles = np.arange(1, bins) / bins
@@ -156,18 +170,20 @@ def build_reference(
         counts = np.bincount(np.searchsorted(inner, col, side="right"), minlength=inner.size + 1)
         edges.append(inner)
         shares.append(counts / n)
-        distinct, last = np.unique(col), None
+        distinct = np.concatenate((col[:1], col[1:][col[1:] != col[:-1]]))  # col is sorted
         cdf = np.searchsorted(col, distinct, side="right") / n
+        bound = 0.0
         if distinct.size > max_ks_points:
-            keep = np.unique(np.linspace(0, distinct.size - 1, max_ks_points).round().astype(np.int64))
-            # The true ECDF between two kept points lies in [cdf[k_i], cdf[k_{i+1}] - step], so the
-            # largest gap between consecutive kept ECDF values bounds the error.
-            gaps = np.diff(np.concatenate(([0.0], cdf[keep])))
-            last = float(gaps.max())
+            # Keep the first value whose ECDF reaches j/m (and the first value): between kept
+            # neighbours u < w the ECDF rises by F(w-) - F(u) < 1/m, the error bound.
+            targets = np.arange(1, max_ks_points + 1) / max_ks_points
+            keep = np.unique(np.concatenate(([0], np.searchsorted(cdf, targets), [distinct.size - 1])))
+            keep = keep[keep < distinct.size]
+            bound = float(np.max(cdf[keep[1:] - 1] - cdf[keep[:-1]], initial=0.0))
             distinct, cdf = distinct[keep], cdf[keep]
         ks_values.append(distinct)
         ks_cdf.append(cdf)
-        bounds.append(0.0 if last is None else last)
+        bounds.append(bound)
     return Reference(
         feature_names=tuple(feature_names),
         edges=tuple(edges),
@@ -188,42 +204,160 @@ def psi_from_shares(reference_shares: np.ndarray, current_shares: np.ndarray) ->
 
 
 def check_drift(reference: Reference, current: Any) -> DriftReport:
-    """PSI and KS of every reference feature in `current` (DataFrame or array), vectorised.
+    """PSI and KS of every reference feature in `current` (DataFrame or array), without sorting it.
 
-    The window is sorted once, every feature at once (`np.sort` along rows, NaNs last); then each
-    statistic is a `np.searchsorted` of the few REFERENCE points (bin edges, ECDF values) into the
-    sorted column, so counting costs O(bins + ks points) per feature instead of a pass over rows.
+    One vectorised pass counts, for every feature, the current values below and on each point of
+    its grid (KS values + PSI edges); PSI bin counts and both ECDFs at the grid follow exactly.
     """
     x = _matrix(current, reference.feature_names)
-    columns = np.ascontiguousarray(x.T)  # one row per feature: contiguous sorts
-    columns.sort(axis=1)
-    n_valid = (~np.isnan(columns)).sum(axis=1)
+    below, at_or_below, n_valid = reference.counter.count(x)
     out: dict[str, FeatureDrift] = {}
     for j, name in enumerate(reference.feature_names):
-        n = int(n_valid[j])
-        col = columns[j, :n]
-        below = np.searchsorted(col, reference.edges[j], side="left")  # #cur < e_i
-        counts = np.diff(np.concatenate(([0], below, [n])))  # x<e_1, e_i<=x<e_i+1, x>=e_k
+        grid, n = reference.counter.grids[j], int(n_valid[j])
+        lt, le = below[j], at_or_below[j]
+        edge_lt = lt[np.searchsorted(grid, reference.edges[j])]  # #cur < e_i
+        counts = np.diff(np.concatenate(([0], edge_lt, [n])))  # x<e_1, e_i<=x<e_i+1, x>=e_k
         psi = float(psi_from_shares(reference.shares[j], counts / max(n, 1)))
-        ks = _ks(reference.ks_values[j], reference.ks_cdf[j], col)
+        at = np.searchsorted(grid, reference.ks_values[j])
+        ks = _ks(reference.ks_cdf[j], lt[at] / max(n, 1), le[at] / max(n, 1))
         out[name] = FeatureDrift(name, psi, ks, reference.ks_error_bound[j], n)
     return DriftReport(features=out, n_current=int(x.shape[0]))
 
 
-def _ks(ref_values: np.ndarray, ref_cdf: np.ndarray, current_sorted: np.ndarray) -> float:
-    """Sup |F_ref - F_cur| over the real line, from the reference's distinct values v_i.
+def _ks(ref_cdf: np.ndarray, cur_lt: np.ndarray, cur_le: np.ndarray) -> float:
+    """Sup |F_ref - F_cur| from the ECDFs at the reference's values v_i.
 
     The reference ECDF is flat between two of its values, so the supremum is reached at some v_i
     (F_cur(v_i) = #cur <= v_i) or just before it (F_cur(v_i-) = #cur < v_i, against F_ref(v_{i-1}));
     past the last value both ECDFs reach 1.
     """
-    n = max(current_sorted.size, 1)
-    cur_le = np.searchsorted(current_sorted, ref_values, side="right") / n
-    cur_lt = np.searchsorted(current_sorted, ref_values, side="left") / n
     ref_before = np.concatenate(([0.0], ref_cdf[:-1]))
     at = np.abs(ref_cdf - cur_le).max(initial=0.0)
     before = np.abs(ref_before - cur_lt).max(initial=0.0)
     return float(max(at, before))
+
+
+@dataclass(frozen=True)
+class _GridCounter:
+    """Counts current values below / on sorted per-feature grids in O(rows), without a sort.
+
+    Each feature's range [g_0, g_last] is cut into B equal buckets (B ~ 8-16x the grid size).
+    y = (x - g_0) * scale + offset maps a value to its bucket in one flat table of all features
+    (`np.fmax` sends NaN to the feature's bucket 0, below g_0). Per bucket the table holds 2k, k =
+    the (padded) index of the first grid point not in an earlier bucket, and `bound` holds that
+    point. A bucket has at most one grid point, so a value's code 2k + (x >= g_k) + (x > g_k) says
+    exactly how many grid points lie below it and whether it equals one; one `np.bincount` of the
+    codes of all features then gives every count. The mapping is monotone and the tables are built
+    by applying the very same float operations to the grid, so rounding cannot misplace a value.
+    The rare bucket holding several grid points sends its values to a `dump` code; they are then
+    placed with `np.searchsorted` (only those values, so a check stays exact whatever the data).
+
+    Padded grid of feature j (from `pad[j]`): [-inf, g_0..g_{m-1}, +inf, nan(dump)]; code 2*pad
+    counts NaNs, 2*pad+1 -inf, 2*pad+2+2i values in (g_{i-1}, g_i), 2*pad+3+2i values equal to g_i,
+    2*pad+2+2m (+1 for +inf) values above g_{m-1}, 2*pad+4+2m the dump.
+    """
+
+    grids: tuple[np.ndarray, ...]
+    origin: np.ndarray  # (F, 1) g_0
+    scale: np.ndarray  # (F, 1) buckets per unit
+    offset: np.ndarray  # (F, 1) flat table index of the feature's bucket 1, + 0.5
+    low: np.ndarray  # (F, 1) flat table index of bucket 0 (below g_0, and NaN)
+    high: np.ndarray  # (F, 1) flat table index of the top bucket (g_last and above)
+    table: np.ndarray  # flat int64: 2 * padded grid index per bucket
+    bound: np.ndarray  # flat float64: the padded grid value per bucket
+    pad: np.ndarray  # (F,) start of each feature's padded grid
+    slots: int
+
+    @classmethod
+    def build(cls, grids: Sequence[np.ndarray], max_buckets: int = 1 << 17) -> _GridCounter:
+        """Bucket tables for these sorted, distinct, finite grids."""
+        tables, bounds, rows, pad, t_off, p = [], [], [], [], 0, 0
+        for grid in grids:
+            m = grid.size
+            span = float(grid[-1] - grid[0])
+            buckets = min(max_buckets, 1 << max(10, int(8 * m - 1).bit_length()))
+            while True:
+                scale = buckets / span if span > 0 and np.isfinite(buckets / span) else 1.0
+                row = (float(grid[0]), scale, t_off + 1.5, float(t_off), float(t_off + buckets + 1))
+                b = _bucket(grid, *row).astype(np.int64) - t_off
+                per = np.bincount(b, minlength=buckets + 2)
+                if per.max() <= 1 or buckets >= max_buckets or per[per > 1].sum() <= 0.01 * m:
+                    break
+                buckets *= 2
+            padded = np.concatenate(([-np.inf], grid, [np.inf, np.nan]))
+            index = p + 1 + np.cumsum(per) - per  # first grid point at or after each bucket
+            index[0] = p  # below g_0 (and NaN): the -inf sentinel
+            index[per > 1] = p + m + 2  # dump
+            tables.append(2 * index)
+            bounds.append(padded[index - p])
+            rows.append(row)
+            pad.append(p)
+            t_off, p = t_off + buckets + 2, p + m + 3
+        cols = np.array(rows, dtype=np.float64).reshape(-1, 5).T[:, :, None]
+        return cls(tuple(grids), cols[0], cols[1], cols[2], cols[3], cols[4],
+                   np.concatenate(tables) if tables else np.zeros(0, np.int64),
+                   np.concatenate(bounds) if bounds else np.zeros(0),
+                   np.array(pad, dtype=np.int64), 2 * sum(g.size + 3 for g in grids))
+
+    def count(self, x: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+        """Per feature: #values < g_i, #values <= g_i (arrays over the grid), and #non-NaN values."""
+        n_rows, n_feat = x.shape
+        counts = np.zeros(self.slots, np.int64)
+        rows = max(1024, _CHUNK_CELLS // max(n_feat, 1))
+        codes = np.empty(max(_CODE_BUFFER, rows * n_feat), np.int64)
+        used = 0
+        feature_major = n_feat == 1 or x.strides[0] == x.itemsize  # columns contiguous already
+        for r0 in range(0, n_rows, rows):
+            block = x[r0:r0 + rows].T
+            block = block if feature_major else np.ascontiguousarray(block)
+            if used + block.size > codes.size:
+                counts += np.bincount(codes[:used], minlength=self.slots)
+                used = 0
+            code = codes[used:used + block.size].reshape(block.shape)
+            self._codes(block, code)
+            used += block.size
+        counts += np.bincount(codes[:used], minlength=self.slots)
+        below, at_or_below, n_valid = [], [], np.zeros(n_feat, np.int64)
+        for j, grid in enumerate(self.grids):
+            base, m = 2 * int(self.pad[j]), grid.size
+            dump = int(counts[base + 2 * (m + 2)])
+            if dump:  # values in buckets with several grid points: place them by binary search
+                counts[base + 2 * (m + 2)] = 0
+                counts[base:base + 2 * (m + 3)] += self._search(j, np.ascontiguousarray(x[:, j]), m)
+            cum = np.cumsum(counts[base + 1:base + 2 * m + 4])
+            below.append(cum[1:2 * m:2])  # codes up to 2*pad + 2 + 2i
+            at_or_below.append(cum[2:2 * m + 1:2])  # codes up to 2*pad + 3 + 2i
+            n_valid[j] = cum[-1]
+        return below, at_or_below, n_valid
+
+    def _codes(self, block: np.ndarray, code: np.ndarray) -> None:
+        """Write each value's code (see the class docstring) into `code`, same shape as block."""
+        y = _bucket(block, self.origin, self.scale, self.offset, self.low, self.high)
+        index = y.astype(np.int64)
+        np.take(self.table, index, out=code, mode="clip")  # indices are in range by construction
+        edge = self.bound.take(index, mode="clip")
+        code += block >= edge
+        code += block > edge
+
+    def _search(self, j: int, column: np.ndarray, m: int) -> np.ndarray:
+        """Codes histogram of feature j's values that fell in multi-point buckets (binary search)."""
+        y = _bucket(column, *(float(a[j, 0]) for a in (self.origin, self.scale, self.offset, self.low, self.high)))
+        base = 2 * int(self.pad[j])
+        values = column[self.table[y.astype(np.int64)] == base + 2 * (m + 2)]
+        grid = self.grids[j]
+        k = np.searchsorted(grid, values, side="left")  # grid points below each value
+        equal = grid[np.minimum(k, m - 1)] == values
+        return np.bincount(2 + 2 * k + equal, minlength=2 * (m + 3))
+
+
+def _bucket(x: Any, origin: Any, scale: Any, offset: Any, low: Any, high: Any) -> np.ndarray:
+    """Flat bucket position (float, truncate for the index); NaN goes to `low`. Monotone in x."""
+    y = np.subtract(x, origin)
+    y *= scale
+    y += offset
+    np.fmax(y, low, out=y)
+    np.minimum(y, high, out=y)
+    return y
 
 
 def prediction_reference(predictions: Any, bins: int = 10) -> Reference:

@@ -39,12 +39,16 @@ _TOKEN = re.compile(
     (?P<ws>\s+)
   | (?P<duration>(?:\d+(?:ms|[smhdwy]))+(?![\w.]))
   | (?P<number>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)
-  | (?P<string>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')
+  | (?P<string>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')
   | (?P<ident>[a-zA-Z_:][a-zA-Z0-9_:]*)
   | (?P<op>=~|!~|==|!=|>=|<=|[-+*/%^<>=(){}\[\],])
     """,
     re.VERBOSE,
 )
+# units in this order, each at most once (the duration token above only finds where one ends)
+_DURATION = re.compile(r"(\d+y)?(\d+w)?(\d+d)?(\d+h)?(\d+m)?(\d+s)?(\d+ms)?")
+# label names; only metric names may also contain ':'
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
 
 class PromQLError(ValueError):
@@ -64,7 +68,8 @@ def tokenize(expr: str) -> list[Token]:
     while pos < len(expr):
         m = _TOKEN.match(expr, pos)
         if m is None:
-            raise PromQLError(f"unexpected character {expr[pos]!r} at {pos} in {expr!r}")
+            what = "unterminated string" if expr[pos] in "\"'" else "unexpected character"
+            raise PromQLError(f"{what} {expr[pos]!r} at {pos} in {expr!r}")
         if m.lastgroup != "ws":
             tokens.append(Token(m.lastgroup or "", m.group(), pos))
         pos = m.end()
@@ -100,6 +105,18 @@ class _Parser:
 
     def at(self, *texts: str) -> bool:
         return self.tok.text in texts and self.tok.kind in ("op", "ident")
+
+    def duration(self) -> None:
+        if not _DURATION.fullmatch(self.tok.text):
+            raise self.fail(
+                "duration units must be in order y, w, d, h, m, s, ms, each at most once"
+            )
+        self.take(kind="duration")
+
+    def label_name(self) -> str:
+        if self.tok.kind != "ident" or not _LABEL_NAME.fullmatch(self.tok.text):
+            raise self.fail("expected a label name")
+        return self.take().text
 
     # -- grammar (lowest precedence first)
     def parse(self) -> str:
@@ -160,16 +177,18 @@ class _Parser:
         return self.postfix(self.primary())
 
     def postfix(self, kind: str) -> str:
+        # consume the flag: a selector nested in (...), a call or an aggregation must not leak out
+        is_selector, self._last_was_selector = self._last_was_selector, False
         if self.at("["):
-            if kind != VECTOR or not self._last_was_selector:
+            if kind != VECTOR or not is_selector:
                 raise self.fail("a range [..] must follow a vector selector")
             self.take("[")
-            self.take(kind="duration")
+            self.duration()
             self.take("]")
             kind = RANGE
         if self.at("offset"):
             self.take()
-            self.take(kind="duration")
+            self.duration()
         return kind
 
     _last_was_selector = False
@@ -213,7 +232,7 @@ class _Parser:
         self.take("{")
         count = 0
         while not self.at("}"):
-            label = self.take(kind="ident").text
+            label = self.label_name()
             if label.startswith("__") and label != "__name__":
                 raise self.fail(f"reserved label {label!r}")
             op = self.take().text
@@ -236,14 +255,15 @@ class _Parser:
         self.take()  # by | without
         self.take("(")
         while not self.at(")"):
-            self.take(kind="ident")
+            self.label_name()
             if not self.at(")"):
                 self.take(",")
         self.take(")")
 
     def aggregation(self) -> str:
         name = self.take().text
-        if self.at("by", "without"):
+        grouped = self.at("by", "without")
+        if grouped:
             self.grouping()
         self.take("(")
         if name in PARAM_AGGREGATIONS:
@@ -253,7 +273,7 @@ class _Parser:
         if self.binary(0) != VECTOR:
             raise self.fail(f"aggregation {name!r} needs an instant vector")
         self.take(")")
-        if self.at("by", "without"):
+        if not grouped and self.at("by", "without"):  # one grouping clause, before or after
             self.grouping()
         return VECTOR
 
@@ -262,10 +282,11 @@ class _Parser:
         arg_types, result = FUNCTIONS[name]
         self.take("(")
         args: list[str] = []
-        while not self.at(")"):
+        if not self.at(")"):  # comma-separated, no trailing comma
             args.append(self.binary(0))
-            if not self.at(")"):
-                self.take(",")
+            while self.at(","):
+                self.take()
+                args.append(self.binary(0))
         self.take(")")
         if tuple(args) != arg_types:
             raise self.fail(f"{name}() takes ({', '.join(arg_types)}), got ({', '.join(args)})")

@@ -158,6 +158,14 @@ def test_fraud_alert_expressions() -> None:
         "sum by le (x)",  # grouping needs parentheses
         "x{a=1}",  # label values are strings
         "x[5 m]",  # bad duration
+        "x[1s1h]",  # duration units out of order
+        "x offset 5m5m",  # duration unit repeated
+        'x{a:b="c"}',  # ':' only in metric names, not label names
+        "sum by (a) (x) by (b)",  # one grouping clause
+        "rate(x[5m],)",  # trailing comma in a call
+        'x{a="b\nc"}',  # raw newline in a string
+        "sum(x)[5m]",  # range over a non-selector
+        "rate(abs(x)[5m])",
     ],
 )
 def test_promql_validator_rejects(expr: str) -> None:
