@@ -180,3 +180,106 @@ def test_evidently_psi_verdicts_agree(tmp_path) -> None:
         summary = json.loads(theirs.json_path.read_text())
         assert summary["specml"]["drifted"] == summary["evidently"]["drifted"]
         assert theirs.html_path.stat().st_size > 10_000
+
+
+def _columns(rng: np.random.Generator, n: int, kind: int, shift: float) -> np.ndarray:
+    """Continuous, discrete, rounded heavy-tailed, extreme magnitudes, and a tight cluster + spread."""
+    if kind == 0:
+        return rng.normal(shift, 1.0, n)
+    if kind == 1:
+        return rng.poisson(2 + shift, n).astype(np.float64)
+    if kind == 2:
+        return np.round(rng.lognormal(shift, 2.0, n), 1)
+    if kind == 3:
+        return rng.choice([1e-300, 2e-300, 1.0, 1e300], n)
+    if kind == 4:
+        return 1e15 + rng.integers(0, 50, n) * (1.0 + shift)  # large offset: coarse float spacing
+    return np.concatenate([5 + rng.normal(0, 1e-9, n // 2), rng.normal(shift, 1e6, n - n // 2)])
+
+
+@pytest.mark.parametrize("tables", ["default", "tiny"])
+def test_ks_is_exact_on_ties_extremes_and_crowded_buckets(tables: str) -> None:
+    """Exact grids give ks_2samp to 1e-12; 'tiny' tables force the binary-search (dump) path."""
+    from specml.runtime.monitor.drift import _GridCounter
+
+    rng = np.random.default_rng(1)
+    crowded = 0
+    for case in range(60):
+        kind = case % 6
+        train = _columns(rng, int(rng.integers(1, 400)), kind, 0.0)
+        current = _columns(rng, int(rng.integers(1, 300)), kind, float(rng.random()))
+        ref = build_reference(train[:, None], ["a"])
+        if tables == "tiny":
+            grid = np.union1d(ref.ks_values[0], ref.edges[0])
+            object.__setattr__(ref, "counter", _GridCounter.build([grid], factor=1, max_factor=1, min_buckets=2))
+            crowded += ref.counter.dumps[0]
+        got = check_drift(ref, current[:, None]).value("a", "ks")
+        assert abs(got - stats.ks_2samp(train, current).statistic) <= 1e-12, (case, kind)
+    assert tables == "default" or crowded >= 30
+
+
+def test_nan_and_infinite_current_values() -> None:
+    rng = np.random.default_rng(2)
+    train = rng.normal(size=500)
+    current = np.r_[rng.normal(size=300), [np.nan] * 7, [np.inf, -np.inf, 1e308, -1e308]]
+    feature = check_drift(build_reference(train[:, None], ["a"]), current[:, None]).features["a"]
+    finite = current[~np.isnan(current)]
+    assert feature.n_current == finite.size
+    assert abs(feature.ks - stats.ks_2samp(train, finite).statistic) <= 1e-12
+
+
+@pytest.mark.parametrize("points", [64, 512, 2048])
+def test_ks_quantile_grid_error_is_within_its_bound(points: int) -> None:
+    """Above max_ks_points distinct values: |KS - exact| <= stored bound < 1 / max_ks_points."""
+    rng = np.random.default_rng(points)
+    train = rng.standard_t(2, size=20_000)
+    ref = build_reference(train[:, None], ["t"], max_ks_points=points)
+    bound = ref.ks_error_bound[0]
+    assert 0 < bound < 1 / points
+    assert ref.ks_values[0].size <= points + 1
+    for shift in (0.0, 0.02, 0.3, 2.0):
+        current = rng.standard_t(2, size=5_000) + shift
+        got = check_drift(ref, current[:, None]).value("t", "ks")
+        assert abs(got - stats.ks_2samp(train, current).statistic) <= bound + 1e-12, shift
+
+
+def test_check_never_sorts_the_window(monkeypatch, samples: dict[str, np.ndarray]) -> None:
+    ref = build_reference(samples["train"], NAMES)
+    expected = check_drift(ref, samples["shifted"]).to_json()
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("check_drift sorted the current window")
+
+    for name in ("sort", "argsort", "partition", "argpartition", "unique", "lexsort"):
+        monkeypatch.setattr(np, name, refuse)
+    assert check_drift(ref, samples["shifted"]).to_json() == expected  # tables already built
+
+
+def test_input_layouts_agree(samples: dict[str, np.ndarray]) -> None:
+    """Row-major, column-major, frames with extra columns and 1-row windows count the same."""
+    ref = build_reference(samples["train"], NAMES)
+    current = samples["shifted"]
+    want = check_drift(ref, current).to_json()
+    assert check_drift(ref, np.asfortranarray(current)).to_json() == want
+    frame = pd.DataFrame({"model_version": "v1", **{n: current[:, j] for j, n in enumerate(NAMES)}})
+    assert check_drift(ref, frame).to_json() == want
+    one = check_drift(ref, current[:1])
+    assert one.n_current == 1
+    assert one.value(NAMES[0], "ks") == pytest.approx(stats.ks_2samp(samples["train"][:, 0], current[:1, 0]).statistic)
+
+
+def test_format_1_reference_files_still_load(tmp_path, samples: dict[str, np.ndarray]) -> None:
+    ref = build_reference(samples["train"], NAMES)
+    header = {"feature_names": NAMES, "ks_error_bound": list(ref.ks_error_bound), "n_rows": ref.n_rows, "bins": ref.bins}
+    arrays = {"header": np.frombuffer(json.dumps(header).encode(), np.uint8)}
+    for i in range(len(NAMES)):
+        for kind in ("edges", "shares", "ks_values", "ks_cdf"):
+            arrays[f"{kind}_{i}"] = getattr(ref, kind)[i]
+    np.savez_compressed(tmp_path / "v1.npz", **arrays)
+    old = Reference.load(tmp_path / "v1.npz")
+    assert check_drift(old, samples["shifted"]).to_json() == check_drift(ref, samples["shifted"]).to_json()
+    header["format"] = 99
+    arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    np.savez_compressed(tmp_path / "v99.npz", **arrays)
+    with pytest.raises(ValueError, match="format 99 is newer"):
+        Reference.load(tmp_path / "v99.npz")
