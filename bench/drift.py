@@ -37,8 +37,9 @@ def _timed(fn, repeat: int = 1):  # type: ignore[no-untyped-def]
     return best, out
 
 
-def bench(rows: int, cols: int, evidently_max_rows: int, repeat: int = 3,
-          evidently_repeat: int = 1) -> dict[str, object]:
+def bench(
+    rows: int, cols: int, evidently_max_rows: int, repeat: int = 3, evidently_repeat: int = 1
+) -> dict[str, object]:
     """Time cold (reference + check), repeat (saved reference: load + check) and Evidently."""
     import tempfile
     from pathlib import Path
@@ -53,8 +54,10 @@ def bench(rows: int, cols: int, evidently_max_rows: int, repeat: int = 3,
         train_file = Path(tmp) / "train.parquet"
         train.to_parquet(train_file)
         saved = ref.save(Path(tmp) / "ref.npz")
-        t_disk, _ = _timed(lambda: check_drift(build_reference(pd.read_parquet(train_file), names), current),
-                           repeat=repeat)
+        t_disk, _ = _timed(
+            lambda: check_drift(build_reference(pd.read_parquet(train_file), names), current),
+            repeat=repeat,
+        )
         t_check, report = _timed(lambda: check_drift(Reference.load(saved), current), repeat=repeat)
     cold = t_ref + t_check
     # The usual monitoring case: reference from all training rows, a window a tenth that size.
@@ -66,13 +69,17 @@ def bench(rows: int, cols: int, evidently_max_rows: int, repeat: int = 3,
     sampled = ev_rows < rows
     ev_train = train.sample(ev_rows, random_state=0) if sampled else train
     ev_current = current.sample(ev_rows, random_state=1) if sampled else current
-    t_ev, theirs = _timed(lambda: evidently_psi(ev_train, ev_current, names, threshold=THRESHOLD),
-                          repeat=evidently_repeat)
+    t_ev, theirs = _timed(
+        lambda: evidently_psi(ev_train, ev_current, names, threshold=THRESHOLD),
+        repeat=evidently_repeat,
+    )
     agree = sum(ours[c] == theirs.drifted[c] for c in names)
     from scipy import stats
 
     checked = names[:3]  # KS against scipy's two-sample statistic (sorts both sides: a few columns)
-    ks_err = max(abs(report.value(c, "ks") - stats.ks_2samp(train[c], current[c]).statistic) for c in checked)
+    ks_err = max(
+        abs(report.value(c, "ks") - stats.ks_2samp(train[c], current[c]).statistic) for c in checked
+    )
     ks_bound = max(report.features[c].ks_error_bound for c in checked)
     gap = max(abs(report.value(c, "psi") - theirs.psi[c]) for c in names)
     return {
@@ -116,8 +123,15 @@ def main() -> None:
     rows_out = []
     for size in args.sizes.split(","):
         rows, cols = (int(v) for v in size.lower().split("x"))
-        rows_out.append(bench(rows, cols, args.evidently_max_rows, args.repeat,
-                              args.evidently_repeat if rows * cols <= 5_000_000 else 1))
+        rows_out.append(
+            bench(
+                rows,
+                cols,
+                args.evidently_max_rows,
+                args.repeat,
+                args.evidently_repeat if rows * cols <= 5_000_000 else 1,
+            )
+        )
     header = (
         f"{'size':>15} | {'cold (ref+check)':>16} | {'cold from parquet':>17} | {'repeat check':>12} | "
         f"{'repeat/cold':>11} | {'r/cold parquet':>14} | "
@@ -127,7 +141,9 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for r in rows_out:
-        ev = f"{r['evidently_s']:.2f} s" + (f" ({r['evidently_rows']:,} rows)" if r["sampled"] else "")
+        ev = f"{r['evidently_s']:.2f} s" + (
+            f" ({r['evidently_rows']:,} rows)" if r["sampled"] else ""
+        )
         print(
             f"{r['size']:>15} | {r['cold_s']:>14.3f} s | {r['cold_disk_s']:>15.3f} s | {r['repeat_s']:>10.3f} s | "
             f"{r['repeat_over_cold']:>10.1%} | {r['repeat_over_cold_disk']:>13.1%} | {r['small_ratio']:>15.1%} | {ev:>22} | {r['speedup_cold']:>8.1f}x | "
@@ -139,14 +155,20 @@ def main() -> None:
             f"note: Evidently ran on a {args.evidently_max_rows:,}-row sample of each side where marked "
             "(its time on the full size would be larger, so the ratio shown is a lower bound)."
         )
-    print("note: repeat = load the saved reference (.npz) + check; cold = build the reference from the "
-          "training frame in memory + check; 'cold from parquet' also reads the training data from disk "
-          "(what a check without a precomputed reference does); windows are as large as the training "
-          "data, except '10% window' (repeat/cold when the window is a tenth of it).")
-    print("note: KS err = max |our KS - scipy.stats.ks_2samp| over the first 3 columns; the bound is "
-          "the reference's stored ks_error_bound (< 1/max_ks_points once a column has more distinct values).")
-    print("note: Evidently bins with Sturges' rule on reference+current; specml uses training-quantile "
-          "bins (10), hence the PSI gap; verdicts use the same threshold (0.1).")
+    print(
+        "note: repeat = load the saved reference (.npz) + check; cold = build the reference from the "
+        "training frame in memory + check; 'cold from parquet' also reads the training data from disk "
+        "(what a check without a precomputed reference does); windows are as large as the training "
+        "data, except '10% window' (repeat/cold when the window is a tenth of it)."
+    )
+    print(
+        "note: KS err = max |our KS - scipy.stats.ks_2samp| over the first 3 columns; the bound is "
+        "the reference's stored ks_error_bound (< 1/max_ks_points once a column has more distinct values)."
+    )
+    print(
+        "note: Evidently bins with Sturges' rule on reference+current; specml uses training-quantile "
+        "bins (10), hence the PSI gap; verdicts use the same threshold (0.1)."
+    )
 
 
 if __name__ == "__main__":

@@ -41,8 +41,13 @@ def materialized_repo(folder: Path, rows: int) -> Path:
     plan = plan_file(SPEC)
     write_demo_data(plan, folder, rows=rows, seed=0)
     repo = folder / "feature_repo"
-    run_step("materialize_features", plan, StepContext(workdir=folder, data_dir=folder), {},
-             {"feature_repo": repo})
+    run_step(
+        "materialize_features",
+        plan,
+        StepContext(workdir=folder, data_dir=folder),
+        {},
+        {"feature_repo": repo},
+    )
     return repo
 
 
@@ -80,8 +85,9 @@ def main() -> None:
         picks = [int(i) for i in rng.choice(ids, size=args.reads)]
 
         def feast_row(i: int) -> list[Any]:
-            resp = store.get_online_features(features=list(refs),
-                                             entity_rows=[{"customer_id": i}]).to_dict()
+            resp = store.get_online_features(
+                features=list(refs), entity_rows=[{"customer_id": i}]
+            ).to_dict()
             return [resp[r.split(":")[1]][0] for r in refs]
 
         def ours_row(i: int) -> list[Any]:
@@ -100,11 +106,14 @@ def main() -> None:
             ("specml OnlineFeatureReader.read_values (SQLite, direct)", timings["ours"]),
             ("Feast FeatureStore.get_online_features", timings["feast"]),
         ]
-        rows.append(("predict-by-entity over HTTP (lookup + ONNX + JSON)",
-                     _http_timings(plan, repo, picks)))
+        rows.append(
+            ("predict-by-entity over HTTP (lookup + ONNX + JSON)", _http_timings(plan, repo, picks))
+        )
         reader.close()
-    print(f"\nOnline read, one entity per call, {args.reads} reads each (ms); "
-          f"{len(ids[:200])} entities compared, {mismatches} value mismatches")
+    print(
+        f"\nOnline read, one entity per call, {args.reads} reads each (ms); "
+        f"{len(ids[:200])} entities compared, {mismatches} value mismatches"
+    )
     print(f"{'path':<58}{'p50':>8}{'p99':>8}{'mean':>8}")
     for name, samples in rows:
         p50, p99, mean = percentiles(samples)
@@ -141,8 +150,12 @@ def _http_timings(plan: Any, repo: Path, picks: list[int]) -> list[float]:
             for n, i in enumerate([*picks[:100], *picks]):
                 body = json.dumps({"entities": [{"customer_id": i}]})
                 t = time.perf_counter()
-                conn.request("POST", "/v1/models/churn/predict-by-entity", body,
-                             {"Content-Type": "application/json"})
+                conn.request(
+                    "POST",
+                    "/v1/models/churn/predict-by-entity",
+                    body,
+                    {"Content-Type": "application/json"},
+                )
                 response = conn.getresponse()
                 response.read()
                 if n >= 100:

@@ -3,8 +3,9 @@ and throughput with 64 concurrent keep-alive clients, batching on vs off.
 
     .venv/bin/python bench/serving.py [--requests 2000] [--clients 64] [--per-client 100]
 
-Generates its own model (a churn-sized MLP: 5 features -> 64 -> 32 -> 2), runs the server in a
-child process on 127.0.0.1, prints tables. No assertions: the targets are HTTP p99 <= raw p99 +
+Generates its own models (latency: a churn-sized MLP, 5 features -> 64 -> 32 -> 2; throughput: that
+and a wide 5 -> 1024 -> 1024 -> 2 MLP), runs the server in a child process on 127.0.0.1, prints
+tables. No assertions: the targets are HTTP p99 <= raw p99 +
 1 ms, and batching on >= 3x batching off at 64 clients.
 """
 
@@ -24,6 +25,11 @@ from specml.runtime.serving import ServerConfig, running_server
 from specml.runtime.serving.testing import http_request, metric_samples, write_model_dir
 
 N_FEATURES = 5
+# Throughput is measured for two model sizes: (label, hidden layers).
+MODELS = (
+    ("churn-sized MLP 5-64-32-2 (10 KB weights)", (64, 32)),
+    ("wide MLP 5-1024-1024-2 (4 MB weights)", (1024, 1024)),
+)
 
 
 def percentiles(seconds: list[float]) -> tuple[float, float, float]:
@@ -36,7 +42,9 @@ def bench_raw(model_dir: Path, n: int) -> list[float]:
     """session.run on one row, in-process: the floor the server is measured against."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
     x = np.random.default_rng(0).normal(size=(1, N_FEATURES)).astype(np.float32)
     for _ in range(200):
         session.run(None, {"features": x})
@@ -153,12 +161,22 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = write_model_dir(Path(tmp) / "current")
-        rows = [("raw InferenceSession.run (in-process)", percentiles(bench_raw(model_dir, args.requests)))]
+        rows = [
+            (
+                "raw InferenceSession.run (in-process)",
+                percentiles(bench_raw(model_dir, args.requests)),
+            )
+        ]
         on = ServerConfig(model_dir, port=0, batching=True, max_delay_ms=args.max_delay_ms)
         off = ServerConfig(model_dir, port=0, batching=False)
         for label, config in (("batching on", on), ("batching off", off)):
             with running_server(config, process=True) as url:
-                rows.append((f"HTTP JSON, http.client keep-alive ({label})", percentiles(bench_http_json(url, args.requests))))
+                rows.append(
+                    (
+                        f"HTTP JSON, http.client keep-alive ({label})",
+                        percentiles(bench_http_json(url, args.requests)),
+                    )
+                )
                 rows.append((f"HTTP binary, tritonclient.http ({label})", percentiles(bench_tritonclient(url, args.requests))))  # fmt: skip
         print(f"\nLatency, batch 1 / concurrency 1, {args.requests} requests each (ms)")
         print(f"{'path':<58}{'p50':>8}{'p99':>8}{'mean':>8}{'p99 - raw p99':>15}")
@@ -166,16 +184,31 @@ def main() -> None:
         for name, (p50, p99, mean) in rows:
             print(f"{name:<58}{p50:>8.3f}{p99:>8.3f}{mean:>8.3f}{p99 - raw_p99:>+15.3f}")
 
-        results = {}
-        for label, config in (("on", on), ("off", off)):
-            with running_server(config, process=True) as url:
-                results[label] = bench_throughput(url, args.clients, args.per_client)
-        print(f"\nThroughput, {args.clients} concurrent keep-alive clients x {args.per_client} requests")
-        print(f"{'batching':<12}{'requests/s':>12}{'rows/run':>10}{'errors':>8}")
-        for label, (rps, mean_batch, errors) in results.items():
-            print(f"{label:<12}{rps:>12.0f}{mean_batch:>10.1f}{errors:>8}")
-        ratio = results["on"][0] / results["off"][0]
-        print(f"ratio on/off: {ratio:.2f}x  (target >= 3x)")
+        print(
+            f"\nThroughput, {args.clients} concurrent keep-alive clients x {args.per_client} requests"
+        )
+        print(
+            f"{'model':<44}{'batching':>10}{'requests/s':>12}{'rows/run':>10}{'errors':>8}{'on/off':>8}"
+        )
+        for name, hidden in MODELS:
+            sized = write_model_dir(Path(tmp) / f"tp-{'x'.join(map(str, hidden))}", hidden=hidden)
+            results = {}
+            for label, batching in (("on", True), ("off", False)):
+                config = ServerConfig(
+                    sized, port=0, batching=batching, max_delay_ms=args.max_delay_ms
+                )
+                with running_server(config, process=True) as url:
+                    results[label] = bench_throughput(url, args.clients, args.per_client)
+            ratio = results["on"][0] / results["off"][0]
+            for label, (rps, mean_batch, errors) in results.items():
+                shown = f"{ratio:.2f}x" if label == "on" else ""
+                print(f"{name:<44}{label:>10}{rps:>12.0f}{mean_batch:>10.1f}{errors:>8}{shown:>8}")
+        print(
+            "target: on/off >= 3x. With the churn-sized MLP one session.run costs ~15 us, so the\n"
+            "per-request HTTP/JSON work (~150 us of Python, shared with the load generator on this\n"
+            "machine's cores) bounds what batching can save; with 4 MB of weights a batch-1 run is\n"
+            "memory-bound and batching amortises it, which is what batching is for."
+        )
 
 
 if __name__ == "__main__":

@@ -225,7 +225,9 @@ def plan(
     overlay: OverlayOpt = None,
     against: Annotated[
         Path | None,
-        typer.Option("--against", "-o", help="Compare with the Plan `specml compile -o DIR` recorded."),
+        typer.Option(
+            "--against", "-o", help="Compare with the Plan `specml compile -o DIR` recorded."
+        ),
     ] = None,
     format: FormatOpt = Format.human,
 ) -> None:
@@ -457,9 +459,14 @@ def demo_data(
 @app.command()
 def init(
     task: Annotated[
-        str, typer.Option("--task", help="binary_classification | multiclass_classification | regression")
+        str,
+        typer.Option(
+            "--task", help="binary_classification | multiclass_classification | regression"
+        ),
     ] = "binary_classification",
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here (default: stdout).")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here (default: stdout).")
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite OUTPUT if it exists.")] = False,
 ) -> None:
     """Write a commented starter spec for a task (it validates as written)."""
@@ -480,7 +487,9 @@ def init(
 
 @app.command()
 def explain(
-    path: Annotated[str, typer.Argument(help="A YAML path, e.g. rollout.steps or training.hyperparameters.lr.")],
+    path: Annotated[
+        str, typer.Argument(help="A YAML path, e.g. rollout.steps or training.hyperparameters.lr.")
+    ],
     format: FormatOpt = Format.human,
 ) -> None:
     """Explain a spec field: type, default, description and examples (from the models)."""
@@ -512,7 +521,12 @@ def docs(
     text = reference_markdown()
     if check:
         if not output.exists() or output.read_text() != text:
-            _fail(reporter, EXIT_INVALID, f"stale: {output}", hint="run `specml docs` and commit the result")
+            _fail(
+                reporter,
+                EXIT_INVALID,
+                f"stale: {output}",
+                hint="run `specml docs` and commit the result",
+            )
         reporter.ok(f"{output} is up to date")
         raise typer.Exit(EXIT_OK)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -16,11 +16,16 @@ def _human(reporter: Any, summary: dict[str, Any]) -> None:
     for name, d in (drift.get("features") or {}).items():
         out.print(f"  {name:<40} psi {d['psi']:.4f}  ks {d['ks']:.4f}  n {d['n']}", markup=False)
     for name, d in ((summary.get("prediction_drift") or {}).get("features") or {}).items():
-        out.print(f"  {name:<40} psi {d['psi']:.4f}  ks {d['ks']:.4f}  (prediction drift)", markup=False)
+        out.print(
+            f"  {name:<40} psi {d['psi']:.4f}  ks {d['ks']:.4f}  (prediction drift)", markup=False
+        )
     if summary.get("live"):
         live = summary["live"]
-        out.print(f"  live: p95 {live.get('p95_latency_ms')} ms, error rate {live.get('error_rate')}, "
-                  f"requests {live.get('requests')}", markup=False)
+        out.print(
+            f"  live: p95 {live.get('p95_latency_ms')} ms, error rate {live.get('error_rate')}, "
+            f"requests {live.get('requests')}",
+            markup=False,
+        )
     for alert_id, level in summary.get("alerts", {}).items():
         out.print(f"  alert {alert_id}: {level}", markup=False)
     for action in summary.get("actions", []):
@@ -28,8 +33,10 @@ def _human(reporter: Any, summary: dict[str, Any]) -> None:
     if summary.get("retrain"):
         out.print(f"  retrain: {summary['retrain']}", markup=False)
     elif summary.get("retrain_reasons"):
-        out.print(f"  retrain due, not run (--report-only): {'; '.join(summary['retrain_reasons'])}",
-                  markup=False)
+        out.print(
+            f"  retrain due, not run (--report-only): {'; '.join(summary['retrain_reasons'])}",
+            markup=False,
+        )
     if summary.get("evidently_html"):
         out.print(f"  report: {summary['evidently_html']}", markup=False)
 
@@ -40,8 +47,13 @@ def _drive(plan: Any, base: Path, time_scale: float) -> Any:
 
     from specml.targets.local.rollout import run_rollout
 
-    thread = threading.Thread(target=run_rollout, args=(plan, base), kwargs={"time_scale": time_scale},
-                              name="specml-rollout", daemon=True)
+    thread = threading.Thread(
+        target=run_rollout,
+        args=(plan, base),
+        kwargs={"time_scale": time_scale},
+        name="specml-rollout",
+        daemon=True,
+    )
     thread.start()
     return thread
 
@@ -51,18 +63,41 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def monitor(
-        args: Annotated[list[str], typer.Argument(help="Spec file, then optional key=value overrides.")],
-        once: Annotated[bool, typer.Option("--once/--watch", help="One pass (default) or loop.")] = True,
-        interval: Annotated[float, typer.Option(help="Seconds between passes with --watch.")] = 60.0,
-        window: Annotated[int, typer.Option(help="Newest logged requests to check at most.")] = 50_000,
-        min_requests: Annotated[int, typer.Option(help="Fewer requests in the window: no drift verdict.")] = 100,
-        metrics_url: Annotated[str | None, typer.Option(help="Server /metrics URL (default: the spec's).")] = None,
-        no_evidently: Annotated[bool, typer.Option("--no-evidently", help="Skip the HTML report.")] = False,
-        report_only: Annotated[bool, typer.Option("--report-only", help="Evaluate, but run no action.")] = False,
-        time_scale: Annotated[float, typer.Option(help="Time scale for a rollout a retrain starts.")] = 1.0,
-        drive_rollouts: Annotated[bool, typer.Option(
-            "--drive-rollouts", help="With --watch: also run the rollout a retrain starts (needs the "
-            "server up; else run `specml rollout run SPEC`).")] = False,
+        args: Annotated[
+            list[str], typer.Argument(help="Spec file, then optional key=value overrides.")
+        ],
+        once: Annotated[
+            bool, typer.Option("--once/--watch", help="One pass (default) or loop.")
+        ] = True,
+        interval: Annotated[
+            float, typer.Option(help="Seconds between passes with --watch.")
+        ] = 60.0,
+        window: Annotated[
+            int, typer.Option(help="Newest logged requests to check at most.")
+        ] = 50_000,
+        min_requests: Annotated[
+            int, typer.Option(help="Fewer requests in the window: no drift verdict.")
+        ] = 100,
+        metrics_url: Annotated[
+            str | None, typer.Option(help="Server /metrics URL (default: the spec's).")
+        ] = None,
+        no_evidently: Annotated[
+            bool, typer.Option("--no-evidently", help="Skip the HTML report.")
+        ] = False,
+        report_only: Annotated[
+            bool, typer.Option("--report-only", help="Evaluate, but run no action.")
+        ] = False,
+        time_scale: Annotated[
+            float, typer.Option(help="Time scale for a rollout a retrain starts.")
+        ] = 1.0,
+        drive_rollouts: Annotated[
+            bool,
+            typer.Option(
+                "--drive-rollouts",
+                help="With --watch: also run the rollout a retrain starts (needs the "
+                "server up; else run `specml rollout run SPEC`).",
+            ),
+        ] = False,
         format: Annotated[str, typer.Option("--format", "-f", help="human or json.")] = "human",
     ) -> None:
         """Check logged traffic for drift (PSI, KS), evaluate alerts, run actions and retraining."""
@@ -79,8 +114,14 @@ def register(app: typer.Typer) -> None:
 
             spec, overrides = _one_spec(args, reporter)
             plan = _load_plan(spec, [], overrides, reporter)
-            options = MonitorOptions(window_rows=window, min_rows=min_requests, metrics_url=metrics_url,
-                                     evidently=not no_evidently, act=not report_only, time_scale=time_scale)
+            options = MonitorOptions(
+                window_rows=window,
+                min_rows=min_requests,
+                metrics_url=metrics_url,
+                evidently=not no_evidently,
+                act=not report_only,
+                time_scale=time_scale,
+            )
             driver: Any = None
             while True:
                 result = monitor_once(plan, spec.parent.resolve(), options)
@@ -101,8 +142,12 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def labels(
-        args: Annotated[list[str], typer.Argument(help="Spec file, then the label file (csv/parquet/jsonl).")],
-        no_monitor: Annotated[bool, typer.Option("--no-monitor", help="Only store the live metrics.")] = False,
+        args: Annotated[
+            list[str], typer.Argument(help="Spec file, then the label file (csv/parquet/jsonl).")
+        ],
+        no_monitor: Annotated[
+            bool, typer.Option("--no-monitor", help="Only store the live metrics.")
+        ] = False,
         format: Annotated[str, typer.Option("--format", "-f", help="human or json.")] = "human",
     ) -> None:
         """Ingest delayed labels: live metrics on logged predictions, then metric-drop alerts."""
@@ -115,15 +160,25 @@ def register(app: typer.Typer) -> None:
             from specml.targets.local.monitor import MonitorOptions, ingest_labels, monitor_once
 
             if len(args) < 2:
-                _fail(reporter, EXIT_USAGE, "expected SPEC and a label FILE", hint="specml labels SPEC FILE")
+                _fail(
+                    reporter,
+                    EXIT_USAGE,
+                    "expected SPEC and a label FILE",
+                    hint="specml labels SPEC FILE",
+                )
             spec, label_file, overrides = Path(args[0]), Path(args[1]), list(args[2:])
             plan = _load_plan(spec, [], overrides, reporter)
             result = ingest_labels(plan, spec.parent.resolve(), label_file)
             metrics = ", ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items())
-            reporter.ok(f"{result['matched']} of {result['labels']} labels matched logged predictions: "
-                        f"{metrics}", metrics=result["metrics"])
+            reporter.ok(
+                f"{result['matched']} of {result['labels']} labels matched logged predictions: "
+                f"{metrics}",
+                metrics=result["metrics"],
+            )
             if not no_monitor:
-                summary = monitor_once(plan, spec.parent.resolve(), MonitorOptions(evidently=False)).summary
+                summary = monitor_once(
+                    plan, spec.parent.resolve(), MonitorOptions(evidently=False)
+                ).summary
                 if reporter.fmt == "json":
                     reporter.document["result"] = summary
                 else:

@@ -165,17 +165,28 @@ class Reporter:
             return
         from rich.table import Table
 
-        table = Table(title=f"{system} runs (aliases: "
-                      + (", ".join(f"{k}=v{v}" for k, v in sorted(aliases.items())) or "none") + ")")
+        table = Table(
+            title=f"{system} runs (aliases: "
+            + (", ".join(f"{k}=v{v}" for k, v in sorted(aliases.items())) or "none")
+            + ")"
+        )
         for column in ("run", "started", "status", "version", "metrics", "seconds"):
             table.add_column(column)
         for r in records:
-            metrics = ", ".join(f"{k} {v:.4g}" for k, v in sorted((r.get("metrics") or {}).items())
-                                if isinstance(v, int | float))
+            metrics = ", ".join(
+                f"{k} {v:.4g}"
+                for k, v in sorted((r.get("metrics") or {}).items())
+                if isinstance(v, int | float)
+            )
             seconds = sum((r.get("step_seconds") or {}).values())
-            table.add_row(str(r.get("run_id", "?")), str(r.get("started", ""))[:19],
-                          str(r.get("status", "?")), str(r.get("model_version") or "-"),
-                          metrics or "-", f"{seconds:.1f}")
+            table.add_row(
+                str(r.get("run_id", "?")),
+                str(r.get("started", ""))[:19],
+                str(r.get("status", "?")),
+                str(r.get("model_version") or "-"),
+                metrics or "-",
+                f"{seconds:.1f}",
+            )
         out.print(table)
 
     def raw(self, text: str) -> None:

@@ -76,8 +76,14 @@ class Diagnostic:
         kind = "error" if self.severity == "error" else "warning"
 
         def prop(value: object) -> str:
-            return (str(value).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-                    .replace(":", "%3A").replace(",", "%2C"))
+            return (
+                str(value)
+                .replace("%", "%25")
+                .replace("\r", "%0D")
+                .replace("\n", "%0A")
+                .replace(":", "%3A")
+                .replace(",", "%2C")
+            )
 
         parts = [f"file={prop(self.file)}"] if self.file else []
         if self.file and self.line is not None:

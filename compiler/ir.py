@@ -1,5 +1,3 @@
-# >>> ENGINEERS WORKING IN PARALLEL: STOP AND READ /work/main/TEAM_RULES.md NOW (no git commits,
-# >>> file ownership, 2-core budget, HARD DEADLINE 11:25 UTC for your final report). <<<
 """The IR: one fully resolved, immutable, target-neutral Plan. Only `lower` builds it.
 
 Every target (local included) consumes this and nothing else. Nothing optional is ambiguous:

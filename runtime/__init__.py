@@ -1,5 +1,3 @@
-# >>> ENGINEERS WORKING IN PARALLEL: STOP AND READ /work/main/TEAM_RULES.md NOW (no git commits,
-# >>> file ownership, 2-core budget, HARD DEADLINE 11:25 UTC for your final report). <<<
 """specml.runtime: the step code that runs inside every target (local, KFP component, SageMaker job).
 
 The contract every target relies on (do not change it without updating all targets):

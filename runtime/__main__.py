@@ -37,39 +37,65 @@ def main(argv: list[str] | None = None) -> int:
 
         # A container listens on every interface; SageMaker runs `IMAGE serve`.
         return serve(args_in[1:], prog="python -m specml.runtime serve", host="0.0.0.0")
-    parser = argparse.ArgumentParser(prog="python -m specml.runtime", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m specml.runtime",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("kind", choices=sorted(STEP_IMPLEMENTATIONS))
     parser.add_argument("--plan", required=True, type=Path, help="the Plan's JSON file")
     parser.add_argument("--workdir", required=True, type=Path)
     parser.add_argument("--data-dir", required=True, type=Path)
-    parser.add_argument("--tracking-uri", default=None, help="MLflow URI (default: sqlite in workdir)")
+    parser.add_argument(
+        "--tracking-uri", default=None, help="MLflow URI (default: sqlite in workdir)"
+    )
     parser.add_argument("--run-id", default=None)
     parser.add_argument("--input", action="append", default=[], metavar="NAME=PATH")
     parser.add_argument("--output", action="append", default=[], metavar="NAME=PATH")
-    parser.add_argument("--fail-on-gate", action="store_true",
-                        help="evaluate: exit 3 when a gate fails (default: exit 0, report says so)")
+    parser.add_argument(
+        "--fail-on-gate",
+        action="store_true",
+        help="evaluate: exit 3 when a gate fails (default: exit 0, report says so)",
+    )
     args = parser.parse_args(args_in)
-    ctx = StepContext(workdir=args.workdir, data_dir=args.data_dir,
-                      tracking_uri=args.tracking_uri, run_id=args.run_id)
+    ctx = StepContext(
+        workdir=args.workdir,
+        data_dir=args.data_dir,
+        tracking_uri=args.tracking_uri,
+        run_id=args.run_id,
+    )
     try:
         plan_text = args.plan.read_text()
     except OSError as exc:
         print(f"error: cannot read plan {args.plan}: {exc.strerror}", file=sys.stderr)
         return 2
     try:
-        result = run_step(args.kind, plan_text, ctx, _pairs(args.input, "--input", parser),
-                          _pairs(args.output, "--output", parser))
+        result = run_step(
+            args.kind,
+            plan_text,
+            ctx,
+            _pairs(args.input, "--input", parser),
+            _pairs(args.output, "--output", parser),
+        )
     except SpecError as exc:
         print(str(exc), file=sys.stderr)
         return 1
-    print(json.dumps({"values": result.values, "metrics": result.metrics}, sort_keys=True,
-                     indent=2, default=str))
+    print(
+        json.dumps(
+            {"values": result.values, "metrics": result.metrics},
+            sort_keys=True,
+            indent=2,
+            default=str,
+        )
+    )
     if args.kind == "evaluate" and result.values.get("gate_passed") is False:
         failed = [g for g in result.values.get("gates", []) if not g["passed"]]
         for g in failed:
-            print(f"gate failed: {g['gate']}: {g['metric']}={g['value']:.4f} "
-                  f"misses by {-g['margin']:.4f}", file=sys.stderr)
+            print(
+                f"gate failed: {g['gate']}: {g['metric']}={g['value']:.4f} "
+                f"misses by {-g['margin']:.4f}",
+                file=sys.stderr,
+            )
         if args.fail_on_gate:
             return 3
     return 0

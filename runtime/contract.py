@@ -1,5 +1,3 @@
-# >>> ENGINEERS WORKING IN PARALLEL: STOP AND READ /work/main/TEAM_RULES.md NOW (no git commits,
-# >>> file ownership, 2-core budget, HARD DEADLINE 11:25 UTC for your final report). <<<
 """The step contract shared by every target: one function, typed inputs and outputs."""
 
 from __future__ import annotations

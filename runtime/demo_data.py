@@ -65,15 +65,20 @@ def _world(plan: Plan, *names: str) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
-def _field_values(rng: np.random.Generator, world: np.random.Generator, dtype: str,
-                  latent: np.ndarray) -> np.ndarray:
+def _field_values(
+    rng: np.random.Generator, world: np.random.Generator, dtype: str, latent: np.ndarray
+) -> np.ndarray:
     """One feature column: a per-field distribution (from `world`) shifted by the latent trait."""
     import numpy as np
 
     n = len(latent)
-    loading, base, scale, shift, cut = (world.uniform(-1, 1), world.uniform(1, 40),
-                                        world.uniform(1, 200), world.uniform(-0.5, 0.5),
-                                        world.normal(0.5, 0.3))
+    loading, base, scale, shift, cut = (
+        world.uniform(-1, 1),
+        world.uniform(1, 40),
+        world.uniform(1, 200),
+        world.uniform(-0.5, 0.5),
+        world.normal(0.5, 0.3),
+    )
     raw = loading * latent + rng.normal(0, 1, n)
     if dtype in ("int32", "int64"):
         lam = np.exp(np.log(base) + 0.35 * raw)
@@ -163,13 +168,22 @@ def demo_tables(plan: Plan, rows: int = 2000, seed: int = 0) -> dict[str, pd.Dat
         else:
             # Most rows shortly precede a labelled event of the same entity (fresh within TTL);
             # the rest are background rows at random times.
-            ttl = min((v.ttl_seconds for v in plan.features.views if v.source_id == source.id),
-                      default=span) or span
+            ttl = (
+                min(
+                    (v.ttl_seconds for v in plan.features.views if v.source_id == source.id),
+                    default=span,
+                )
+                or span
+            )
             near = rng.random(rows) < 0.9
             lag = rng.integers(0, max(1, int(0.8 * min(ttl, span))), rows)
             secs = np.where(near, label_secs - lag, rng.integers(0, span, rows))
-            index = {e: np.where(near, label_index[e], rng.integers(0, n_entities, rows))
-                     if e in label_index else rng.integers(0, n_entities, rows) for e in ents}
+            index = {
+                e: np.where(near, label_index[e], rng.integers(0, n_entities, rows))
+                if e in label_index
+                else rng.integers(0, n_entities, rows)
+                for e in ents
+            }
         order = np.argsort(secs, kind="stable")
         secs = secs[order]
         frame: dict[str, object] = {}
@@ -197,7 +211,9 @@ def _source_path(source: DataSource, base_dir: Path) -> Path:
     return path if path.is_absolute() else base_dir / path
 
 
-def write_demo_data(plan: Plan, base_dir: str | Path, rows: int = 2000, seed: int = 0) -> list[Path]:
+def write_demo_data(
+    plan: Plan, base_dir: str | Path, rows: int = 2000, seed: int = 0
+) -> list[Path]:
     """Write each source of the Plan (parquet or csv, at its path under base_dir); return the paths."""
     import pyarrow as pa
     import pyarrow.parquet as pq

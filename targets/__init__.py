@@ -1,5 +1,3 @@
-# >>> ENGINEERS WORKING IN PARALLEL: STOP AND READ /work/main/TEAM_RULES.md NOW (no git commits,
-# >>> file ownership, 2-core budget, HARD DEADLINE 11:25 UTC for your final report). <<<
 """Target registry: the one place targets are named; each is imported only when chosen."""
 
 from __future__ import annotations
@@ -29,9 +27,15 @@ def get_target(name: str) -> Target:
     """Instantiate a target by name; unknown names get a did-you-mean, missing extras a pip hint."""
     if name not in REGISTRY:
         guess = did_you_mean(name, REGISTRY)
-        hint = f"did you mean '{guess}'?" if guess else f"known targets: {', '.join(target_names())}"
+        hint = (
+            f"did you mean '{guess}'?" if guess else f"known targets: {', '.join(target_names())}"
+        )
         raise TargetError(
-            [Diagnostic(f"unknown target '{name}'", hint=hint, stage="usage", code="unknown_target")]
+            [
+                Diagnostic(
+                    f"unknown target '{name}'", hint=hint, stage="usage", code="unknown_target"
+                )
+            ]
         )
     module_name, class_name, extra = REGISTRY[name]
     try:

@@ -1,5 +1,3 @@
-# >>> ENGINEERS WORKING IN PARALLEL: STOP AND READ /work/main/TEAM_RULES.md NOW (no git commits,
-# >>> file ownership, 2-core budget, HARD DEADLINE 11:25 UTC for your final report). <<<
 """The small interface every target implements: check, emit, and (where it applies) apply."""
 
 from __future__ import annotations

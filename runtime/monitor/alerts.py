@@ -80,12 +80,18 @@ class AlertMonitor:
         live_metrics: Mapping[str, float] | None = None,
     ) -> list[AlertEvent]:
         """Evaluate every alert that has data at `now`; returns the events whose level changed."""
-        raw: list[AlertEvent] = evaluate_drift_alerts(self.plan.alerts, drift, prediction_drift, at=now)
+        raw: list[AlertEvent] = evaluate_drift_alerts(
+            self.plan.alerts, drift, prediction_drift, at=now
+        )
         for alert in self.plan.alerts:
             value: float | None
             if alert.kind in ("latency", "error_rate") and live is not None:
                 value = live.get(alert.metric)
-            elif alert.kind == "metric_drop" and holdout_metrics is not None and live_metrics is not None:
+            elif (
+                alert.kind == "metric_drop"
+                and holdout_metrics is not None
+                and live_metrics is not None
+            ):
                 value = metric_drop(
                     alert.metric, holdout_metrics.get(alert.metric), live_metrics.get(alert.metric)
                 )
@@ -93,7 +99,9 @@ class AlertMonitor:
                 continue
             level, threshold = level_for(alert, value)
             raw.append(
-                AlertEvent(alert.id, alert.kind, alert.metric, level, value, threshold, alert.action, now)
+                AlertEvent(
+                    alert.id, alert.kind, alert.metric, level, value, threshold, alert.action, now
+                )
             )
         changed = []
         for event in raw:
@@ -106,8 +114,10 @@ class AlertMonitor:
 
     def snapshot(self) -> dict[str, Any]:
         """Firing levels and pending breaches, JSON-ready (to carry state across monitor runs)."""
-        return {"firing": dict(self.firing),
-                "pending": {k: [p.level, p.since] for k, p in self._pending.items()}}
+        return {
+            "firing": dict(self.firing),
+            "pending": {k: [p.level, p.since] for k, p in self._pending.items()},
+        }
 
     def restore(self, saved: Mapping[str, Any]) -> None:
         """Continue from a `snapshot()`."""
@@ -146,7 +156,9 @@ class AlertMonitor:
                 callback(event)
 
 
-def post_webhook(url: str, payload: Mapping[str, Any], timeout_s: float, log_path: Path | None) -> bool:
+def post_webhook(
+    url: str, payload: Mapping[str, Any], timeout_s: float, log_path: Path | None
+) -> bool:
     """POST one event as JSON; a failure is logged (never raised) so monitoring keeps going."""
     body = json.dumps(payload, sort_keys=True).encode()
     request = urllib.request.Request(

@@ -89,11 +89,15 @@ class Reference:
             if version == 1:
                 parts = {kind: tuple(z[f"{kind}_{i}"] for i in range(n)) for kind in _KINDS}
             elif version == FORMAT:
-                parts = {kind: tuple(np.split(z[kind], np.cumsum(z[f"{kind}_sizes"])[:-1])) if n else ()
-                         for kind in _KINDS}
+                parts = {
+                    kind: tuple(np.split(z[kind], np.cumsum(z[f"{kind}_sizes"])[:-1])) if n else ()
+                    for kind in _KINDS
+                }
             else:
-                raise ValueError(f"{path}: drift reference format {version} is newer than this specml "
-                                 f"reads ({FORMAT}); rebuild it with this version or upgrade specml")
+                raise ValueError(
+                    f"{path}: drift reference format {version} is newer than this specml "
+                    f"reads ({FORMAT}); rebuild it with this version or upgrade specml"
+                )
             return cls(
                 feature_names=tuple(header["feature_names"]),
                 ks_error_bound=tuple(float(b) for b in header["ks_error_bound"]),
@@ -105,7 +109,9 @@ class Reference:
     @cached_property
     def counter(self) -> _GridCounter:
         """The bucket tables a check counts with (derived from the grids, built on first use)."""
-        return _GridCounter.build([np.union1d(v, e) for v, e in zip(self.ks_values, self.edges, strict=True)])
+        return _GridCounter.build(
+            [np.union1d(v, e) for v, e in zip(self.ks_values, self.edges, strict=True)]
+        )
 
 
 @dataclass(frozen=True)
@@ -135,7 +141,12 @@ class DriftReport:
         return {
             "n_current": self.n_current,
             "features": {
-                name: {"psi": d.psi, "ks": d.ks, "ks_error_bound": d.ks_error_bound, "n": d.n_current}
+                name: {
+                    "psi": d.psi,
+                    "ks": d.ks,
+                    "ks_error_bound": d.ks_error_bound,
+                    "n": d.n_current,
+                }
                 for name, d in self.features.items()
             },
         }
@@ -185,7 +196,9 @@ def build_reference(
             # Keep the first value whose ECDF reaches j/m (and the first value): between kept
             # neighbours u < w the ECDF rises by F(w-) - F(u) < 1/m, the error bound.
             targets = np.arange(1, max_ks_points + 1) / max_ks_points
-            keep = np.unique(np.concatenate(([0], np.searchsorted(cdf, targets), [distinct.size - 1])))
+            keep = np.unique(
+                np.concatenate(([0], np.searchsorted(cdf, targets), [distinct.size - 1]))
+            )
             keep = keep[keep < distinct.size]
             bound = float(np.max(cdf[keep[1:] - 1] - cdf[keep[:-1]], initial=0.0))
             distinct, cdf = distinct[keep], cdf[keep]
@@ -274,8 +287,13 @@ class _GridCounter:
     dumps: tuple[bool, ...]  # per feature: has a multi-point bucket (values to look for)
 
     @classmethod
-    def build(cls, grids: Sequence[np.ndarray], factor: int = 4, max_factor: int = 8,
-              min_buckets: int = 1024) -> _GridCounter:
+    def build(
+        cls,
+        grids: Sequence[np.ndarray],
+        factor: int = 4,
+        max_factor: int = 8,
+        min_buckets: int = 1024,
+    ) -> _GridCounter:
         """Bucket tables for these sorted, distinct grids (non-finite ones fall back to binary search)."""
         mapping, tables, padded, dumps = [], [], [], []
         for grid in grids:
@@ -290,7 +308,9 @@ class _GridCounter:
                 safe = bool(np.isfinite(scale * grid[[0, -1]]).all()) and rel[0] >= 1
             if safe:
                 per = np.bincount(rel, minlength=buckets + 2)
-                base = 1 + np.cumsum(per) - per  # padded index of the first grid point at/after a bucket
+                base = (
+                    1 + np.cumsum(per) - per
+                )  # padded index of the first grid point at/after a bucket
                 base[0] = 0  # below g_0 (and NaN): the -inf sentinel
                 base[per > 1] = m + 2  # dump
             else:  # the float mapping would misplace values (non-finite or huge grid): search them all
@@ -317,28 +337,36 @@ class _GridCounter:
                 k = np.searchsorted(grid, values, side="left")  # grid points below each value
                 equal = grid[np.minimum(k, m - 1)] == values
                 c += np.bincount(2 + 2 * k + equal, minlength=c.size)
-            cum = np.cumsum(c[1:2 * m + 4])  # codes 1 .. 3+2m
-            below.append(cum[1:2 * m:2])  # codes up to 2 + 2i
-            at_or_below.append(cum[2:2 * m + 1:2])  # codes up to 3 + 2i
+            cum = np.cumsum(c[1 : 2 * m + 4])  # codes 1 .. 3+2m
+            below.append(cum[1 : 2 * m : 2])  # codes up to 2 + 2i
+            at_or_below.append(cum[2 : 2 * m + 1 : 2])  # codes up to 3 + 2i
             n_valid[j] = cum[-1]
         return below, at_or_below, n_valid
 
-    def _count_into(self, x: np.ndarray, counts: list[np.ndarray], dumped: list[list[np.ndarray]]) -> None:
+    def _count_into(
+        self, x: np.ndarray, counts: list[np.ndarray], dumped: list[list[np.ndarray]]
+    ) -> None:
         """Add the codes of every value of x (rows, features) to counts, segment by segment."""
         n_rows, n_feat = x.shape
         seg = min(_SEGMENT, max(n_rows, 1))
         feature_major = n_feat == 1 or x.strides[0] == x.itemsize  # columns contiguous already
         columns = None if feature_major else np.empty((n_feat, seg))
-        work = (np.empty(seg), np.empty(seg, np.int64), np.empty(seg, np.int64), np.empty(seg, bool),
-                np.empty(seg, bool), np.empty(seg, np.uint8))
+        work = (
+            np.empty(seg),
+            np.empty(seg, np.int64),
+            np.empty(seg, np.int64),
+            np.empty(seg, bool),
+            np.empty(seg, bool),
+            np.empty(seg, np.uint8),
+        )
         for r0 in range(0, n_rows, seg):
             width = min(seg, n_rows - r0)
             if columns is None:
-                block = x[r0:r0 + width].T
+                block = x[r0 : r0 + width].T
             else:  # transpose in slabs that fit in cache
                 block = columns[:, :width]
                 for s0 in range(0, width, _SLAB):
-                    np.copyto(block[:, s0:s0 + _SLAB], x[r0 + s0:r0 + min(s0 + _SLAB, width)].T)
+                    np.copyto(block[:, s0 : s0 + _SLAB], x[r0 + s0 : r0 + min(s0 + _SLAB, width)].T)
             y, index, code, ge, gt, steps = (w[:width] for w in work)
             for j in range(n_feat):
                 column, (scale, shift, top) = block[j], self.mapping[j]
@@ -356,8 +384,15 @@ class _GridCounter:
                 counts[j] += np.bincount(code, minlength=counts[j].size)
 
 
-def _bucket(x: Any, scale: float, shift: float, low: float, high: float,
-            out: np.ndarray | None = None, index: np.ndarray | None = None) -> np.ndarray:
+def _bucket(
+    x: Any,
+    scale: float,
+    shift: float,
+    low: float,
+    high: float,
+    out: np.ndarray | None = None,
+    index: np.ndarray | None = None,
+) -> np.ndarray:
     """Bucket index (int64), monotone in x: truncates x * scale + shift clipped to [low, high].
 
     NaN stays NaN through the clip, and its int64 cast is <= 0 (INT64_MIN on x86, 0 on ARM)."""
@@ -371,5 +406,9 @@ def _bucket(x: Any, scale: float, shift: float, low: float, high: float,
 def prediction_reference(predictions: Any, bins: int = 10) -> Reference:
     """A reference over model outputs: one column `prediction`, or `prediction:<k>` per class."""
     p = np.asarray(predictions, dtype=np.float64)
-    names = [PREDICTION] if p.ndim == 1 or p.shape[1] == 1 else [f"{PREDICTION}:{k}" for k in range(p.shape[1])]
+    names = (
+        [PREDICTION]
+        if p.ndim == 1 or p.shape[1] == 1
+        else [f"{PREDICTION}:{k}" for k in range(p.shape[1])]
+    )
     return build_reference(p, names, bins=bins)

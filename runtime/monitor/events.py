@@ -56,7 +56,9 @@ def evaluate_drift_alerts(
             report, names = features, list(alert.features)
         elif alert.kind == "prediction_drift":
             report = predictions
-            names = [n for n in (predictions.features if predictions else {}) if n.startswith(PREDICTION)]
+            names = [
+                n for n in (predictions.features if predictions else {}) if n.startswith(PREDICTION)
+            ]
         else:
             continue
         if report is None:
@@ -70,6 +72,16 @@ def evaluate_drift_alerts(
         if missing:
             details["missing"] = missing
         events.append(
-            AlertEvent(alert.id, alert.kind, alert.metric, level, value, threshold, alert.action, at, details)
+            AlertEvent(
+                alert.id,
+                alert.kind,
+                alert.metric,
+                level,
+                value,
+                threshold,
+                alert.action,
+                at,
+                details,
+            )
         )
     return events

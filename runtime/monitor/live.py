@@ -28,7 +28,8 @@ class HistogramSnapshot:
             return self
         before = dict(earlier.buckets)
         return HistogramSnapshot(
-            tuple((le, c - before.get(le, 0.0)) for le, c in self.buckets), self.total - earlier.total
+            tuple((le, c - before.get(le, 0.0)) for le, c in self.buckets),
+            self.total - earlier.total,
         )
 
 
@@ -129,7 +130,9 @@ def figures(window: ServingSnapshot, alert_levels: Mapping[str, str] | None = No
     )
 
 
-def parse_exposition(text: str, labels: Mapping[str, str] | None = None, at: float = 0.0) -> ServingSnapshot:
+def parse_exposition(
+    text: str, labels: Mapping[str, str] | None = None, at: float = 0.0
+) -> ServingSnapshot:
     """The server's /metrics text -> one snapshot, summed over series matching `labels`."""
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -149,4 +152,6 @@ def parse_exposition(text: str, labels: Mapping[str, str] | None = None, at: flo
                 requests += sample.value
             elif sample.name == ERRORS_METRIC:
                 errors += sample.value
-    return ServingSnapshot(HistogramSnapshot(tuple(sorted(buckets.items())), total), requests, errors, at)
+    return ServingSnapshot(
+        HistogramSnapshot(tuple(sorted(buckets.items())), total), requests, errors, at
+    )

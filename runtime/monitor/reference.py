@@ -32,19 +32,27 @@ SAMPLE_ROWS = 5000
 def prediction_columns(predictions: Any) -> list[str]:
     """`prediction`, or `prediction:<k>` per output column."""
     p = np.asarray(predictions)
-    return [PREDICTION] if p.ndim == 1 or p.shape[1] == 1 else [f"{PREDICTION}:{k}" for k in range(p.shape[1])]
+    return (
+        [PREDICTION]
+        if p.ndim == 1 or p.shape[1] == 1
+        else [f"{PREDICTION}:{k}" for k in range(p.shape[1])]
+    )
 
 
-def write_reference(plan: Plan, training_frame: Any, predictions: Any, out_dir: str | Path,
-                    seed: int = 0) -> dict[str, Path]:
+def write_reference(
+    plan: Plan, training_frame: Any, predictions: Any, out_dir: str | Path, seed: int = 0
+) -> dict[str, Path]:
     """Save the feature and prediction references (+ an Evidently sample) into out_dir."""
     import pandas as pd
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     names = [f.ref for f in plan.training.features]
-    x = training_frame[names] if hasattr(training_frame, "columns") else pd.DataFrame(
-        np.asarray(training_frame, dtype=np.float64), columns=names)
+    x = (
+        training_frame[names]
+        if hasattr(training_frame, "columns")
+        else pd.DataFrame(np.asarray(training_frame, dtype=np.float64), columns=names)
+    )
     paths = {"features": build_reference(x, names).save(out / FEATURE_REFERENCE)}
     p = np.asarray(predictions, dtype=np.float64)
     p2 = p.reshape(len(p), -1)
@@ -80,8 +88,12 @@ class ReferenceSet:
             import pandas as pd
 
             frame = pd.read_parquet(sample)
-        return cls(folder, Reference.load(folder / FEATURE_REFERENCE),
-                   Reference.load(pred) if pred.exists() else None, frame)
+        return cls(
+            folder,
+            Reference.load(folder / FEATURE_REFERENCE),
+            Reference.load(pred) if pred.exists() else None,
+            frame,
+        )
 
 
 def find_reference(workdir: str | Path) -> Path | None:
@@ -90,12 +102,17 @@ def find_reference(workdir: str | Path) -> Path | None:
     current = wd / "serving" / "current"
     if (current / FEATURE_REFERENCE).exists():
         return current
-    runs = sorted((wd / "runs").glob(f"*/export_onnx/*/{FEATURE_REFERENCE}")) if (wd / "runs").exists() else []
+    runs = (
+        sorted((wd / "runs").glob(f"*/export_onnx/*/{FEATURE_REFERENCE}"))
+        if (wd / "runs").exists()
+        else []
+    )
     return runs[-1].parent if runs else None
 
 
-def write_training_reference(plan: Plan, training_set: str | Path, predictions: Any,
-                             out_dir: str | Path) -> dict[str, Path]:
+def write_training_reference(
+    plan: Plan, training_set: str | Path, predictions: Any, out_dir: str | Path
+) -> dict[str, Path]:
     """write_reference over the train split of a training-set parquet (what export_onnx calls).
 
     Never fails the export: a reference that cannot be built (e.g. a feature with no value in the

@@ -49,7 +49,10 @@ def request_log_dir(workdir: str | Path) -> Path:
 
 def _floats(values: Any) -> list[float | None]:
     """A row as JSON-safe floats (NaN -> None)."""
-    return [None if (isinstance(v, float) and math.isnan(v)) else v for v in np.asarray(values, np.float64).ravel().tolist()]
+    return [
+        None if (isinstance(v, float) and math.isnan(v)) else v
+        for v in np.asarray(values, np.float64).ravel().tolist()
+    ]
 
 
 class RequestLog:
@@ -111,11 +114,18 @@ class RequestLog:
             preds = [p] if x.ndim <= 1 else list(p.reshape(len(rows), -1))
         lines: list[str] = []
         for row, pred in zip(rows, preds, strict=True):
-            record: dict[str, Any] = {"ts": now, "v": version, "x": _floats(row), "p": _floats(pred)}
+            record: dict[str, Any] = {
+                "ts": now,
+                "v": version,
+                "x": _floats(row),
+                "p": _floats(pred),
+            }
             if request_id is not None:
                 record["id"] = request_id if len(rows) == 1 else f"{request_id}:{len(lines)}"
             if entity is not None:
-                record["e"] = dict(entity) if isinstance(entity, Mapping) else dict(entity[len(lines)])
+                record["e"] = (
+                    dict(entity) if isinstance(entity, Mapping) else dict(entity[len(lines)])
+                )
             lines.append(json.dumps(record, separators=(",", ":"), allow_nan=False))
         with self._lock:
             self._buffer.extend(lines)
@@ -136,7 +146,7 @@ class RequestLog:
                     self._rotate()
                 assert self._segment is not None
                 take = lines[: self.segment_rows - self._segment_count]
-                lines = lines[len(take):]
+                lines = lines[len(take) :]
                 with open(self._segment, "a", encoding="utf-8") as fh:
                     fh.write("\n".join(take) + "\n")
                 self._segment_count += len(take)
@@ -149,7 +159,9 @@ class RequestLog:
         """Start a new segment file and delete the oldest beyond max_segments."""
         self.directory.mkdir(parents=True, exist_ok=True)
         self._seq += 1
-        self._segment = self.directory / f"{time.time_ns():020d}-{os.getpid()}-{self._seq:06d}.jsonl"
+        self._segment = (
+            self.directory / f"{time.time_ns():020d}-{os.getpid()}-{self._seq:06d}.jsonl"
+        )
         self._segment_count = 0
         self._segment.touch()
         self._write_names()

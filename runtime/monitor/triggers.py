@@ -61,8 +61,14 @@ def _reason(trigger: Trigger, state: RetrainState, now: float) -> str | None:
         level = state.alert_levels.get(trigger.alert_id or "", "ok")
         return f"alert '{trigger.alert_id}' is critical" if level == "critical" else None
     if trigger.kind == "new_rows":
-        if state.new_rows is not None and trigger.new_rows is not None and state.new_rows >= trigger.new_rows:
-            return f"{state.new_rows} new rows since the last training (trigger at {trigger.new_rows})"
+        if (
+            state.new_rows is not None
+            and trigger.new_rows is not None
+            and state.new_rows >= trigger.new_rows
+        ):
+            return (
+                f"{state.new_rows} new rows since the last training (trigger at {trigger.new_rows})"
+            )
         return None
     metric = trigger.metric or ""
     drop = metric_drop(metric, state.holdout_metrics.get(metric), state.live_metrics.get(metric))

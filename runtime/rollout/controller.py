@@ -93,7 +93,9 @@ class Controller:
     state_path: Path
     registry: ModelRegistry | None = None
     clock: Clock = field(default_factory=SystemClock)
-    min_requests: int = 1  # a tick with less challenger traffic is "no data": it neither holds nor fails
+    min_requests: int = (
+        1  # a tick with less challenger traffic is "no data": it neither holds nor fails
+    )
 
     @classmethod
     def start(
@@ -111,8 +113,17 @@ class Controller:
         if plan.rollout is None:
             from specml.compiler.errors import Diagnostic, TargetError
 
-            raise TargetError([Diagnostic("the spec has no rollout section", path=("rollout",),
-                                          hint="add rollout.steps", stage="target", code="no_rollout")])
+            raise TargetError(
+                [
+                    Diagnostic(
+                        "the spec has no rollout section",
+                        path=("rollout",),
+                        hint="add rollout.steps",
+                        stage="target",
+                        code="no_rollout",
+                    )
+                ]
+            )
         clock = clock or SystemClock()
         state = RolloutState(
             model=plan.registry.name,
@@ -160,7 +171,11 @@ class Controller:
 
     def remaining_hold(self) -> float:
         """Scaled healthy time still needed before the current step may advance."""
-        return max(self.hold_seconds() - self.state.held_seconds, 0.0) if self.state.step_index >= 0 else 0.0
+        return (
+            max(self.hold_seconds() - self.state.held_seconds, 0.0)
+            if self.state.step_index >= 0
+            else 0.0
+        )
 
     def begin(self) -> Decision:
         """pending -> the first step."""
@@ -184,7 +199,10 @@ class Controller:
         if s.last_breaches:
             s.consecutive_failures += 1
             if s.consecutive_failures >= self.rollout.failure_limit:
-                self.rollback(f"{s.consecutive_failures} failed analyses in a row: " + "; ".join(s.last_breaches))
+                self.rollback(
+                    f"{s.consecutive_failures} failed analyses in a row: "
+                    + "; ".join(s.last_breaches)
+                )
                 return self._decision("rollback")
             self._save(now)
             return self._decision("hold")
@@ -199,7 +217,9 @@ class Controller:
         if s.step_index + 1 >= len(self.rollout.steps):
             self.promote("every rollout step passed")
             return self._decision("promote")
-        self._enter_step(s.step_index + 1, f"step {s.step_index} held {s.held_seconds:.4g}s healthy")
+        self._enter_step(
+            s.step_index + 1, f"step {s.step_index} held {s.held_seconds:.4g}s healthy"
+        )
         return self._decision("advance")
 
     def promote(self, reason: str) -> None:
@@ -270,6 +290,11 @@ class Controller:
     def _decision(self, action: Action) -> Decision:
         s = self.state
         return Decision(
-            action, s.status, s.step_index, s.traffic_percent, tuple(s.last_breaches),
-            s.consecutive_failures, self.remaining_hold(),
+            action,
+            s.status,
+            s.step_index,
+            s.traffic_percent,
+            tuple(s.last_breaches),
+            s.consecutive_failures,
+            self.remaining_hold(),
         )

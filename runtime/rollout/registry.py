@@ -28,7 +28,12 @@ class ModelRegistry(Protocol):
 class MlflowRegistry:
     """MLflow model registry: `champion`/`challenger` aliases and `specml.*` version tags."""
 
-    def __init__(self, tracking_uri: str, champion_alias: str = "champion", challenger_alias: str = "challenger"):
+    def __init__(
+        self,
+        tracking_uri: str,
+        champion_alias: str = "champion",
+        challenger_alias: str = "challenger",
+    ):
         self.tracking_uri = tracking_uri
         self.champion_alias = champion_alias
         self.challenger_alias = challenger_alias
@@ -40,7 +45,9 @@ class MlflowRegistry:
         if self._client is None:
             from mlflow.tracking import MlflowClient
 
-            self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+            self._client = MlflowClient(
+                tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri
+            )
         return self._client
 
     def version_for(self, model: str, alias: str) -> str | None:

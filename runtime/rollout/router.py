@@ -45,7 +45,10 @@ class Router:
     def route(self, request_id: str) -> Route:
         """`pick` plus the shadow mirror flag (shadow: the champion answers, the challenger copies)."""
         model = self.pick(request_id)
-        mirror = model == "champion" and _unit(self.salt + "#shadow", request_id) < self.shadow_sample_percent
+        mirror = (
+            model == "champion"
+            and _unit(self.salt + "#shadow", request_id) < self.shadow_sample_percent
+        )
         return Route(model, mirror)
 
     @classmethod

@@ -80,12 +80,24 @@ def load_state(path: str | Path) -> RolloutState:
         payload = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise TargetError(
-            [Diagnostic(f"no rollout state at {path}", hint="start a rollout first", stage="target",
-                        code="no_rollout")]
+            [
+                Diagnostic(
+                    f"no rollout state at {path}",
+                    hint="start a rollout first",
+                    stage="target",
+                    code="no_rollout",
+                )
+            ]
         ) from None
     except json.JSONDecodeError as exc:
         raise TargetError(
-            [Diagnostic(f"rollout state {path} is not valid JSON: {exc.msg}", stage="target",
-                        code="bad_rollout_state", hint="restore it from the history or start over")]
+            [
+                Diagnostic(
+                    f"rollout state {path} is not valid JSON: {exc.msg}",
+                    stage="target",
+                    code="bad_rollout_state",
+                    hint="restore it from the history or start over",
+                )
+            ]
         ) from None
     return RolloutState(**payload)

@@ -25,19 +25,32 @@ from specml.runtime.serving.sagemaker import model_dir_from_env, port_from_env
 from specml.runtime.serving.server import ServerConfig, serve_forever
 
 
-def main(argv: list[str] | None = None, prog: str = "python -m specml.runtime.serving",
-         host: str = "127.0.0.1") -> int:
+def main(
+    argv: list[str] | None = None,
+    prog: str = "python -m specml.runtime.serving",
+    host: str = "127.0.0.1",
+) -> int:
     """Parse flags and serve until SIGINT/SIGTERM; 1 when the model cannot be loaded."""
     env = os.environ
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model_dir", type=Path, nargs="?", default=None,
-                        help="model.onnx + serving.json (default: $SM_MODEL_DIR or /opt/ml/model)")
+    parser = argparse.ArgumentParser(
+        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "model_dir",
+        type=Path,
+        nargs="?",
+        default=None,
+        help="model.onnx + serving.json (default: $SM_MODEL_DIR or /opt/ml/model)",
+    )
     parser.add_argument("--host", default=host)
     parser.add_argument("--port", type=int, default=port_from_env())
     parser.add_argument("--no-batching", action="store_true")
-    parser.add_argument("--max-batch-size", type=int, default=int(env.get("SPECML_MAX_BATCH_SIZE") or 64))
-    parser.add_argument("--max-delay-ms", type=float, default=float(env.get("SPECML_MAX_DELAY_MS") or 2.0))
+    parser.add_argument(
+        "--max-batch-size", type=int, default=int(env.get("SPECML_MAX_BATCH_SIZE") or 64)
+    )
+    parser.add_argument(
+        "--max-delay-ms", type=float, default=float(env.get("SPECML_MAX_DELAY_MS") or 2.0)
+    )
     parser.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024)
     parser.add_argument("--intra-op-threads", type=int, default=0)
     parser.add_argument("--feature-repo", default=None)
@@ -46,35 +59,46 @@ def main(argv: list[str] | None = None, prog: str = "python -m specml.runtime.se
     parser.add_argument("--rollout-state", type=Path, default=None)
     parser.add_argument("--state-poll-ms", type=float, default=50.0)
     parser.add_argument("--request-log-dir", type=Path, default=None)
-    parser.add_argument("--features-as-of", default="now",
-                        help="TTL clock of the online features: now, materialized or ISO-8601")
+    parser.add_argument(
+        "--features-as-of",
+        default="now",
+        help="TTL clock of the online features: now, materialized or ISO-8601",
+    )
     faults = FaultInjection.from_env()
-    parser.add_argument("--inject-latency-ms", type=float, default=faults.latency_ms,
-                        help="drills: delay every challenger inference by this much")
-    parser.add_argument("--inject-error-rate", type=float, default=faults.error_rate,
-                        help="drills: fail this share of challenger inferences (0..1)")
+    parser.add_argument(
+        "--inject-latency-ms",
+        type=float,
+        default=faults.latency_ms,
+        help="drills: delay every challenger inference by this much",
+    )
+    parser.add_argument(
+        "--inject-error-rate",
+        type=float,
+        default=faults.error_rate,
+        help="drills: fail this share of challenger inferences (0..1)",
+    )
     parser.add_argument("--inject-seed", type=int, default=faults.seed)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = ServerConfig(
-            model_dir=args.model_dir or model_dir_from_env(),
-            host=args.host,
-            port=args.port,
-            batching=not args.no_batching,
-            max_batch_size=args.max_batch_size,
-            max_delay_ms=args.max_delay_ms,
-            max_body_bytes=args.max_body_bytes,
-            feature_repo=args.feature_repo,
-            online_features=not args.no_online_features,
-            intra_op_threads=args.intra_op_threads,
-            challenger_dir=args.challenger_dir,
-            rollout_state=args.rollout_state,
-            state_poll_ms=args.state_poll_ms,
-            request_log_dir=args.request_log_dir,
-            inject_latency_ms=args.inject_latency_ms,
-            inject_error_rate=args.inject_error_rate,
-            inject_seed=args.inject_seed,
-            features_as_of=args.features_as_of,
+        model_dir=args.model_dir or model_dir_from_env(),
+        host=args.host,
+        port=args.port,
+        batching=not args.no_batching,
+        max_batch_size=args.max_batch_size,
+        max_delay_ms=args.max_delay_ms,
+        max_body_bytes=args.max_body_bytes,
+        feature_repo=args.feature_repo,
+        online_features=not args.no_online_features,
+        intra_op_threads=args.intra_op_threads,
+        challenger_dir=args.challenger_dir,
+        rollout_state=args.rollout_state,
+        state_poll_ms=args.state_poll_ms,
+        request_log_dir=args.request_log_dir,
+        inject_latency_ms=args.inject_latency_ms,
+        inject_error_rate=args.inject_error_rate,
+        inject_seed=args.inject_seed,
+        features_as_of=args.features_as_of,
     )
     try:
         serve_forever(config)

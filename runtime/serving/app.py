@@ -156,7 +156,9 @@ class InferenceApp:
             slot, response = await self._route(request)
         except ProtocolError as exc:
             response = _error(exc.status, exc.message)
-        (slot or self.traffic.table.champion).count(endpoint, response.status, time.perf_counter() - start)
+        (slot or self.traffic.table.champion).count(
+            endpoint, response.status, time.perf_counter() - start
+        )
         return response
 
     async def _route(self, request: HttpRequest) -> tuple[ModelSlot | None, HttpResponse]:
@@ -190,7 +192,11 @@ class InferenceApp:
             self._allow(method, "GET")
             return None, _json(
                 200,
-                {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": ["binary_tensor_data"]},
+                {
+                    "name": SERVER_NAME,
+                    "version": SERVER_VERSION,
+                    "extensions": ["binary_tensor_data"],
+                },
             )
         if parts == ["health", "live"]:
             self._allow(method, "GET")
@@ -229,13 +235,17 @@ class InferenceApp:
         """The slot a versioned path pins (None: let the router choose)."""
         table = self.traffic.table
         if name != table.champion.model.name:
-            raise ProtocolError(f"unknown model {name!r}; this server serves '{table.champion.model.name}'", 404)
+            raise ProtocolError(
+                f"unknown model {name!r}; this server serves '{table.champion.model.name}'", 404
+            )
         if version is None:
             return None
         slot = table.by_version(version)
         if slot is None:
             served = ", ".join(f"'{s.version}'" for s in (table.champion, table.challenger) if s)
-            raise ProtocolError(f"model '{name}' has no version {version!r}; serving version {served}", 404)
+            raise ProtocolError(
+                f"model '{name}' has no version {version!r}; serving version {served}", 404
+            )
         return slot
 
     def _metadata(self) -> dict[str, Any]:
@@ -250,9 +260,13 @@ class InferenceApp:
         return _decompress(request.body, encoding, self.max_body_bytes)
 
     def _request_id(self, given: str | None, request: HttpRequest) -> str:
-        return given or request.headers.get("x-request-id") or f"{self._id_prefix}-{next(self._ids)}"
+        return (
+            given or request.headers.get("x-request-id") or f"{self._id_prefix}-{next(self._ids)}"
+        )
 
-    async def _infer(self, request: HttpRequest, pinned: ModelSlot | None) -> tuple[ModelSlot, HttpResponse]:
+    async def _infer(
+        self, request: HttpRequest, pinned: ModelSlot | None
+    ) -> tuple[ModelSlot, HttpResponse]:
         header, binary = split_body(
             self._body(request), request.headers.get("inference-header-content-length")
         )
@@ -272,11 +286,15 @@ class InferenceApp:
         out as {"predictions": [...]}, one entry per row (the model's output for that row)."""
         champion = self.traffic.table.champion.model
         features, request_id = decode_invocation(
-            self._body(request), request.headers.get("content-type", ""),
-            request.headers.get("inference-header-content-length"), champion.input, champion.outputs,
+            self._body(request),
+            request.headers.get("content-type", ""),
+            request.headers.get("inference-header-content-length"),
+            champion.input,
+            champion.outputs,
         )
         slot, results = await self._answer(
-            features, self._request_id(request_id, request), "invocations")
+            features, self._request_id(request_id, request), "invocations"
+        )
         body = {"predictions": results[slot.model.manifest.output_name].tolist()}
         response = _json(200, body)
         response.headers.update(_version_headers(slot))
@@ -320,10 +338,14 @@ class InferenceApp:
     async def _score(slot: ModelSlot, features: Any) -> dict[str, Any]:
         try:
             return await slot.score(features)
-        except Exception as exc:  # ONNX Runtime refused the batch: the server's fault, not the client's
+        except (
+            Exception
+        ) as exc:  # ONNX Runtime refused the batch: the server's fault, not the client's
             raise ProtocolError(f"inference failed: {type(exc).__name__}: {exc}", 500) from None
 
-    async def _predict_by_entity(self, request: HttpRequest) -> tuple[ModelSlot | None, HttpResponse]:
+    async def _predict_by_entity(
+        self, request: HttpRequest
+    ) -> tuple[ModelSlot | None, HttpResponse]:
         """Score entities by their join keys, features read from the online store.
 
         Request: {"entities": [{"customer_id": 5}, ...], "return_features": false, "id": "..."}
@@ -351,7 +373,9 @@ class InferenceApp:
         if len(entities) > MAX_ENTITIES_PER_REQUEST:
             raise ProtocolError(f"at most {MAX_ENTITIES_PER_REQUEST} entities per request")
         if not all(isinstance(e, dict) for e in entities):
-            raise ProtocolError("each entity must be an object of join keys, e.g. {\"customer_id\": 5}")
+            raise ProtocolError(
+                'each entity must be an object of join keys, e.g. {"customer_id": 5}'
+            )
         return_features = payload.get("return_features", False)
         if not isinstance(return_features, bool):
             raise ProtocolError("'return_features' must be a boolean")
@@ -364,10 +388,14 @@ class InferenceApp:
             raise ProtocolError(str(exc)) from None
         matrix = reader.to_matrix(found.values)
         champion = self.traffic.table.champion
-        self.metrics.feature_lookup_latency.labels(*champion.labels).observe(time.perf_counter() - start)
+        self.metrics.feature_lookup_latency.labels(*champion.labels).observe(
+            time.perf_counter() - start
+        )
         self._count_lookup(champion, found)
         given = payload.get("id") if isinstance(payload.get("id"), str) else None
-        slot, results = await self._answer(matrix, self._request_id(given, request), "predict_by_entity")
+        slot, results = await self._answer(
+            matrix, self._request_id(given, request), "predict_by_entity"
+        )
         body: dict[str, Any] = {
             "model_name": slot.model.name,
             "model_version": slot.version,

@@ -111,7 +111,9 @@ def _parse_chunked(buf: bytearray, start: int, limit: int) -> tuple[bytes, int] 
 class HttpProtocol(asyncio.Protocol):
     """One client connection."""
 
-    def __init__(self, handler: Handler, max_body_bytes: int, connections: set[HttpProtocol]) -> None:
+    def __init__(
+        self, handler: Handler, max_body_bytes: int, connections: set[HttpProtocol]
+    ) -> None:
         self._handler = handler
         self._max_body = max_body_bytes
         self._connections = connections

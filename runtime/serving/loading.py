@@ -44,7 +44,9 @@ class ServerConfig:
     features_as_of: str = "now"
 
 
-def load_slot(config: ServerConfig, model_dir: Path, metrics: ServingMetrics, role: Role) -> ModelSlot:
+def load_slot(
+    config: ServerConfig, model_dir: Path, metrics: ServingMetrics, role: Role
+) -> ModelSlot:
     """Load one model folder into a slot with its own runner (and fault injection if challenger)."""
     model = ServedModel(model_dir, config.intra_op_threads)
     labels = (model.name, model.version)
@@ -61,9 +63,7 @@ def load_slot(config: ServerConfig, model_dir: Path, metrics: ServingMetrics, ro
         with run_hist.time():
             return model.run(features)
 
-    runner = make_runner(
-        run, config.batching, config.max_batch_size, config.max_delay_ms, observe
-    )
+    runner = make_runner(run, config.batching, config.max_batch_size, config.max_delay_ms, observe)
     faults = FaultInjection(config.inject_latency_ms, config.inject_error_rate, config.inject_seed)
     log.info("%s: model %s version %s on %s", role, model.name, model.version, model.provider)
     return ModelSlot(model, runner, metrics, role, faults)
@@ -81,8 +81,9 @@ def _compatible(champion: ModelSlot, challenger: ModelSlot) -> str | None:
     return None
 
 
-def build_app(config: ServerConfig, metrics: ServingMetrics | None = None,
-              with_features: bool = True) -> InferenceApp:
+def build_app(
+    config: ServerConfig, metrics: ServingMetrics | None = None, with_features: bool = True
+) -> InferenceApp:
     """Load the champion (and challenger), request log and metrics; the online feature reader too
     unless `with_features` is False (the server then installs it later, see `feature_repo`)."""
     metrics = metrics or ServingMetrics()
@@ -103,18 +104,31 @@ def build_app(config: ServerConfig, metrics: ServingMetrics | None = None,
             challenger = load_challenger(folder)
         except ModelLoadError as exc:
             log.warning("%s", exc)
-    traffic = TrafficControl(champion, challenger, config.rollout_state, folder, load_challenger,
-                             config.state_poll_ms / 1000.0)
+    traffic = TrafficControl(
+        champion,
+        challenger,
+        config.rollout_state,
+        folder,
+        load_challenger,
+        config.state_poll_ms / 1000.0,
+    )
     repo = feature_repo(config, champion.model.manifest)
     reader = load_reader(config, repo, champion.model.manifest) if with_features and repo else None
     log.info(
         "batching %s",
-        f"on (max {config.max_batch_size} rows, {config.max_delay_ms} ms)" if config.batching else "off",
+        f"on (max {config.max_batch_size} rows, {config.max_delay_ms} ms)"
+        if config.batching
+        else "off",
     )
     if config.inject_latency_ms or config.inject_error_rate:
-        log.warning("FAULT INJECTION on the challenger: +%g ms, error rate %g",
-                    config.inject_latency_ms, config.inject_error_rate)
-    return InferenceApp(traffic, metrics, reader, config.max_body_bytes, _request_log(config, champion))
+        log.warning(
+            "FAULT INJECTION on the challenger: +%g ms, error rate %g",
+            config.inject_latency_ms,
+            config.inject_error_rate,
+        )
+    return InferenceApp(
+        traffic, metrics, reader, config.max_body_bytes, _request_log(config, champion)
+    )
 
 
 def feature_repo(config: ServerConfig, manifest: ServingManifest) -> str | None:

@@ -137,7 +137,9 @@ class ServedModel:
                 f"model.onnx takes {declared} features but serving.json lists {n_features}"
             )
         if ORT_TO_DATATYPE.get(model_in.type) != "FP32":
-            raise ModelLoadError(f"model input '{m.input_name}' must be float32, is {model_in.type}")
+            raise ModelLoadError(
+                f"model input '{m.input_name}' must be float32, is {model_in.type}"
+            )
         outputs = []
         for out in self.session.get_outputs():
             shape = tuple(d if isinstance(d, int) else -1 for d in out.shape)

@@ -63,7 +63,9 @@ def parse_as_of(value: str | datetime | None, repo_path: Path) -> datetime | Non
         try:
             when = datetime.fromisoformat(value)
         except ValueError:
-            raise ValueError(f"features as-of {value!r} is not now, materialized or ISO-8601") from None
+            raise ValueError(
+                f"features as-of {value!r} is not now, materialized or ISO-8601"
+            ) from None
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
@@ -154,7 +156,9 @@ class OnlineFeatureReader:
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, check_same_thread=False)
+            conn = sqlite3.connect(
+                f"file:{self.db_path}?mode=ro", uri=True, check_same_thread=False
+            )
             self._local.conn = conn
         return conn
 
@@ -166,7 +170,9 @@ class OnlineFeatureReader:
         values = []
         for key, value_type in zip(lookup.join_keys, lookup.key_types, strict=True):
             if key not in row:
-                raise EntityError(f"entity row lacks join key '{key}' (needs {list(lookup.join_keys)})")
+                raise EntityError(
+                    f"entity row lacks join key '{key}' (needs {list(lookup.join_keys)})"
+                )
             value = row[key]
             if isinstance(value, bool) or not isinstance(value, (int, str)):
                 raise EntityError(f"join key '{key}' must be an integer or string, got {value!r}")

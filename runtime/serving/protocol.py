@@ -127,7 +127,9 @@ def _json_data(data: Any, datatype: str, count: int, where: str) -> np.ndarray:
         array = np.array(data)
     except (ValueError, OverflowError):
         # ragged nesting ("inhomogeneous shape") or numbers numpy cannot hold
-        raise ProtocolError(f"{where}.data must be a regular (non-ragged) list of numbers") from None
+        raise ProtocolError(
+            f"{where}.data must be a regular (non-ragged) list of numbers"
+        ) from None
     if array.dtype.kind not in "iuf" or (array.size == 0 and count != 0):
         if array.size == 0 and count == 0:
             return np.zeros(0, dtype=np.float32)
@@ -161,7 +163,9 @@ def decode_infer(
     if not isinstance(inputs, list) or not inputs:
         raise ProtocolError("'inputs' must be a non-empty list of tensors")
     if len(inputs) != 1:
-        raise ProtocolError(f"model takes exactly one input '{model_input.name}', got {len(inputs)}")
+        raise ProtocolError(
+            f"model takes exactly one input '{model_input.name}', got {len(inputs)}"
+        )
     tensor = inputs[0]
     where = "inputs[0]"
     if not isinstance(tensor, dict):
@@ -177,9 +181,13 @@ def decode_infer(
     shape = _check_shape(tensor.get("shape"), where)
     n_features = model_input.shape[-1]
     if len(shape) != 2 or shape[1] != n_features:
-        raise ProtocolError(f"{where}.shape {list(shape)} does not match the model's [N, {n_features}]")
+        raise ProtocolError(
+            f"{where}.shape {list(shape)} does not match the model's [N, {n_features}]"
+        )
     if shape[0] > MAX_ROWS_PER_REQUEST:
-        raise ProtocolError(f"{where} has {shape[0]} rows; at most {MAX_ROWS_PER_REQUEST} per request")
+        raise ProtocolError(
+            f"{where} has {shape[0]} rows; at most {MAX_ROWS_PER_REQUEST} per request"
+        )
     count = shape[0] * shape[1]
     t_params = tensor.get("parameters") or {}
     if not isinstance(t_params, dict):
@@ -229,7 +237,9 @@ def _decode_outputs(
         if not isinstance(out, dict) or not isinstance(out.get("name"), str):
             raise ProtocolError(f"outputs[{i}] must be an object with a 'name'")
         if out["name"] not in known:
-            raise ProtocolError(f"unknown output {out['name']!r}; known: {', '.join(sorted(known))}")
+            raise ProtocolError(
+                f"unknown output {out['name']!r}; known: {', '.join(sorted(known))}"
+            )
         o_params = out.get("parameters") or {}
         if not isinstance(o_params, dict):
             raise ProtocolError(f"outputs[{i}].parameters must be an object")

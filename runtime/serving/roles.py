@@ -38,7 +38,16 @@ from specml.runtime.serving.model import ServedModel
 log = logging.getLogger("specml.serving.rollout")
 
 Role = Literal["champion", "challenger"]
-ENDPOINTS = ("infer", "predict_by_entity", "invocations", "shadow", "metadata", "health", "metrics", "other")
+ENDPOINTS = (
+    "infer",
+    "predict_by_entity",
+    "invocations",
+    "shadow",
+    "metadata",
+    "health",
+    "metrics",
+    "other",
+)
 ALL_CHAMPION = Router()
 RETIRE_GRACE_S = 60.0  # a replaced model is closed on a later switch, once this long has passed
 

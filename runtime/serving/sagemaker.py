@@ -77,7 +77,9 @@ def _rows(rows: Any, key: str, n_features: int) -> np.ndarray:
     out = np.empty((len(rows), n_features), dtype=np.float32)
     for i, row in enumerate(rows):
         if not isinstance(row, list) or len(row) != n_features:
-            raise ProtocolError(f"{key}[{i}] must be a list of {n_features} numbers (the model's features)")
+            raise ProtocolError(
+                f"{key}[{i}] must be a list of {n_features} numbers (the model's features)"
+            )
         with np.errstate(over="ignore"):
             out[i] = [_number(v, f"{key}[{i}][{j}]") for j, v in enumerate(row)]
     if np.isinf(out).any():
@@ -117,15 +119,20 @@ def decode_invocation(
     if media == "text/csv":
         return _csv_rows(body, n_features), None
     if media not in ("", "application/json", "application/octet-stream", "*/*"):
-        raise ProtocolError(f"Content-Type {media!r} is not supported; use application/json or text/csv", 415)
+        raise ProtocolError(
+            f"Content-Type {media!r} is not supported; use application/json or text/csv", 415
+        )
     header, binary = split_body(body, header_length)
     if _is_oip(header):
         infer = decode_infer(header, binary, model_input, model_outputs)
         return infer.features, infer.request_id
     if not isinstance(header, dict):
-        raise ProtocolError('body must be a JSON object: {"instances": [[...], ...]} or a v2 infer request')
+        raise ProtocolError(
+            'body must be a JSON object: {"instances": [[...], ...]} or a v2 infer request'
+        )
     for key in ("instances", "inputs"):
         if key in header:
             return _rows(header[key], key, n_features), None
-    raise ProtocolError('body needs "instances" (rows of numbers) or "inputs" (rows, or v2 tensors)')
-
+    raise ProtocolError(
+        'body needs "instances" (rows of numbers) or "inputs" (rows, or v2 tensors)'
+    )

@@ -80,12 +80,17 @@ class ModelServer:
             app.traffic.start()
             if repo is not None:
                 self.status = "loading the online feature store"
-                reader = await loop.run_in_executor(None, load_reader, self.config, repo, app.model.manifest)
+                reader = await loop.run_in_executor(
+                    None, load_reader, self.config, repo, app.model.manifest
+                )
                 app.set_features(reader)
         except Exception as exc:
             what = "the online feature store" if self.app is not None else "the model"
-            error = exc if isinstance(exc, ModelLoadError) else ModelLoadError(
-                f"{what} failed to load: {type(exc).__name__}: {exc}")
+            error = (
+                exc
+                if isinstance(exc, ModelLoadError)
+                else ModelLoadError(f"{what} failed to load: {type(exc).__name__}: {exc}")
+            )
             self.load_error = error
             self.status = f"failed to load: {error}"
             if self.app is not None:
@@ -105,7 +110,9 @@ class ModelServer:
             return HttpResponse(200, b'{"live":true}')
         if path == "/metrics":
             return HttpResponse(200, self.metrics.render(), CONTENT_TYPE)
-        if path in ("/v2/health/ready", "/ping") or (path.startswith("/v2/models/") and path.endswith("/ready")):
+        if path in ("/v2/health/ready", "/ping") or (
+            path.startswith("/v2/models/") and path.endswith("/ready")
+        ):
             response = unavailable(f"not ready: {self.status}")
             response.body = json.dumps({"ready": False, "reason": self.status}).encode()
             return response
@@ -150,7 +157,10 @@ def serve_forever(config: ServerConfig, ready: threading.Event | None = None) ->
 
     async def main() -> None:
         port = await server.start()
-        print(f"specml serving '{server.manifest.model_name}' on http://{config.host}:{port}", flush=True)
+        print(
+            f"specml serving '{server.manifest.model_name}' on http://{config.host}:{port}",
+            flush=True,
+        )
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         if server.loading is not None:
@@ -252,7 +262,9 @@ def wait_until_ready(url: str, timeout_s: float = 120.0, alive: Any = None) -> N
 
 
 @contextlib.contextmanager
-def running_server(config: ServerConfig, process: bool = False, wait_ready: bool = True) -> Iterator[str]:
+def running_server(
+    config: ServerConfig, process: bool = False, wait_ready: bool = True
+) -> Iterator[str]:
     """Run the server in the background (a thread, or a child process with `process=True`) and
     yield its base URL, e.g. "http://127.0.0.1:41234", once ready (model and feature reader
     loaded; `wait_ready=False`: as soon as it listens); port 0 picks a free port."""
@@ -310,8 +322,15 @@ def _cli_args(config: ServerConfig) -> list[str]:
         "--request-log-dir": config.request_log_dir,
         "--inject-seed": config.inject_seed,
     }
-    args += [part for flag, value in optional.items() if value is not None for part in (flag, str(value))]
-    args += ["--state-poll-ms", str(config.state_poll_ms), "--features-as-of", config.features_as_of]
+    args += [
+        part for flag, value in optional.items() if value is not None for part in (flag, str(value))
+    ]
+    args += [
+        "--state-poll-ms",
+        str(config.state_poll_ms),
+        "--features-as-of",
+        config.features_as_of,
+    ]
     if config.inject_latency_ms:
         args += ["--inject-latency-ms", str(config.inject_latency_ms)]
     if config.inject_error_rate:

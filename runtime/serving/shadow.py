@@ -24,7 +24,11 @@ class ShadowMirror:
         self._mirrors: set[asyncio.Task[None]] = set()
 
     def mirror(
-        self, champion: ModelSlot, challenger: ModelSlot, features: Any, answer: dict[str, Any],
+        self,
+        champion: ModelSlot,
+        challenger: ModelSlot,
+        features: Any,
+        answer: dict[str, Any],
         champion_seconds: float,
     ) -> None:
         """Shadow: score a copy on the challenger in the background and compare (never awaited)."""
@@ -39,8 +43,12 @@ class ShadowMirror:
         task.add_done_callback(self._mirrors.discard)
 
     async def _shadow(
-        self, labels: tuple[str, str, str], challenger: ModelSlot, features: Any,
-        answer: dict[str, Any], champion_seconds: float,
+        self,
+        labels: tuple[str, str, str],
+        challenger: ModelSlot,
+        features: Any,
+        answer: dict[str, Any],
+        champion_seconds: float,
     ) -> None:
         m = self.metrics
         start = time.perf_counter()
@@ -60,13 +68,19 @@ class ShadowMirror:
             log.exception("shadow comparison failed")
 
     def _compare(
-        self, labels: tuple[str, str, str], name: str, answer: dict[str, Any], results: dict[str, Any]
+        self,
+        labels: tuple[str, str, str],
+        name: str,
+        answer: dict[str, Any],
+        results: dict[str, Any],
     ) -> None:
         m = self.metrics
         ours, theirs = np.asarray(answer[name]), np.asarray(results[name])
         if ours.shape != theirs.shape:
             return
-        m.shadow_diff.labels(*labels).observe(float(np.max(np.abs(ours - theirs))) if ours.size else 0.0)
+        m.shadow_diff.labels(*labels).observe(
+            float(np.max(np.abs(ours - theirs))) if ours.size else 0.0
+        )
         if ours.ndim == 2 and ours.shape[1] > 1:
             agree = int(np.sum(ours.argmax(axis=1) == theirs.argmax(axis=1)))
             m.shadow_rows.labels(*labels, "true").inc(agree)

@@ -16,7 +16,11 @@ import numpy as np
 
 # The churn example's two views, as the fixture Feast repo defines them.
 CHURN_VIEWS: dict[str, dict[str, str]] = {
-    "customer_stats": {"monthly_spend": "float32", "support_calls_30d": "int64", "tenure_months": "int64"},
+    "customer_stats": {
+        "monthly_spend": "float32",
+        "support_calls_30d": "int64",
+        "tenure_months": "int64",
+    },
     "usage": {"logins_7d": "int64", "minutes_7d": "float32"},
 }
 CHURN_FEATURES: tuple[str, ...] = tuple(f"{v}:{f}" for v, fs in CHURN_VIEWS.items() for f in fs)
@@ -104,7 +108,9 @@ def write_model_dir(
 
 
 def churn_frames(
-    n_customers: int, seed: int = 0, stale: dict[str, tuple[int, ...]] | None = None,
+    n_customers: int,
+    seed: int = 0,
+    stale: dict[str, tuple[int, ...]] | None = None,
     stale_days: float = 40.0,
 ) -> dict[str, Any]:
     """Per-view pandas frames for customers 0..n-1, stamped an hour ago; `usage` lacks every 7th
@@ -118,8 +124,10 @@ def churn_frames(
     ids = np.arange(n_customers, dtype=np.int64)
 
     def stamps(view: str, keys: np.ndarray) -> Any:
-        return pd.Series([old if int(k) in stale.get(view, ()) else ts for k in keys],
-                         dtype="datetime64[ns, UTC]")
+        return pd.Series(
+            [old if int(k) in stale.get(view, ()) else ts for k in keys],
+            dtype="datetime64[ns, UTC]",
+        )
 
     stats = pd.DataFrame(
         {
@@ -143,7 +151,9 @@ def churn_frames(
 
 
 def make_feast_repo(
-    repo: Path, n_customers: int = 200, seed: int = 0,
+    repo: Path,
+    n_customers: int = 200,
+    seed: int = 0,
     stale: dict[str, tuple[int, ...]] | None = None,
 ) -> Path:
     """A Feast repo (SQLite online store) with the churn views (TTL 30 days) applied and written

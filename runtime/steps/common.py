@@ -28,7 +28,9 @@ def step_error(message: str, hint: str | None = None, code: str = "step_failed")
 def need(paths: Mapping[str, Path], name: str, step: str) -> Path:
     """The path of a required input/output artifact, or a clear error naming it."""
     if name not in paths:
-        raise step_error(f"step {step} needs artifact '{name}'", hint=f"pass --input/--output {name}=PATH")
+        raise step_error(
+            f"step {step} needs artifact '{name}'", hint=f"pass --input/--output {name}=PATH"
+        )
     return paths[name]
 
 
@@ -110,7 +112,9 @@ def feature_matrix(plan: Plan, frame: pd.DataFrame) -> np.ndarray:
     import numpy as np
 
     cols = [frame[r].to_numpy(dtype="float64", na_value=np.nan) for r in feature_refs(plan)]
-    return np.stack(cols, axis=1).astype("float32") if cols else np.zeros((len(frame), 0), "float32")
+    return (
+        np.stack(cols, axis=1).astype("float32") if cols else np.zeros((len(frame), 0), "float32")
+    )
 
 
 def label_vector(plan: Plan, frame: pd.DataFrame) -> np.ndarray:

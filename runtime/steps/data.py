@@ -53,8 +53,12 @@ def validate_data(
         except TargetError as exc:
             problems += exc.diagnostics
         except Exception as exc:  # unreadable file: report it with the others
-            problems.append(_problem(f"cannot read source '{source.id}': {exc}",
-                                     f"check {source_path(source, ctx.data_dir)}"))
+            problems.append(
+                _problem(
+                    f"cannot read source '{source.id}': {exc}",
+                    f"check {source_path(source, ctx.data_dir)}",
+                )
+            )
 
     ents = {e.id: e for e in plan.features.entities}
     required: dict[str, dict[str, str]] = {sid: {} for sid in frames}  # source -> column -> dtype
@@ -68,8 +72,11 @@ def validate_data(
         for fld in view.fields:
             cols[fld.name] = fld.dtype
     label = plan.features.label
-    key_dtype = {k: ("string" if e.dtype == "string" else "int64")
-                 for e in ents.values() for k in e.join_keys}
+    key_dtype = {
+        k: ("string" if e.dtype == "string" else "int64")
+        for e in ents.values()
+        for k in e.join_keys
+    }
     if label.source_id in required:
         for key in entity_join_keys(plan):
             required[label.source_id][key] = key_dtype[key]
@@ -82,44 +89,82 @@ def validate_data(
         ts = source.timestamp_field
         where = f"data.sources.{source.id}"
         if ts not in df:
-            problems.append(_problem(f"source '{source.id}' has no timestamp column '{ts}'",
-                                     f"add the column or fix {where}.timestamp", "missing_column"))
+            problems.append(
+                _problem(
+                    f"source '{source.id}' has no timestamp column '{ts}'",
+                    f"add the column or fix {where}.timestamp",
+                    "missing_column",
+                )
+            )
         elif not t.is_datetime64_any_dtype(df[ts]):
-            problems.append(_problem(
-                f"source '{source.id}': timestamp column '{ts}' is {df[ts].dtype}, not a datetime",
-                "store event times as timestamps (UTC)", "bad_dtype"))
+            problems.append(
+                _problem(
+                    f"source '{source.id}': timestamp column '{ts}' is {df[ts].dtype}, not a datetime",
+                    "store event times as timestamps (UTC)",
+                    "bad_dtype",
+                )
+            )
         for col, dtype in sorted(required[source.id].items()):
             if col not in df:
-                problems.append(_problem(
-                    f"source '{source.id}' has no column '{col}' (expected {dtype})",
-                    f"available columns: {', '.join(map(str, df.columns))}", "missing_column"))
+                problems.append(
+                    _problem(
+                        f"source '{source.id}' has no column '{col}' (expected {dtype})",
+                        f"available columns: {', '.join(map(str, df.columns))}",
+                        "missing_column",
+                    )
+                )
             elif not _kind_ok(dtype, df[col]):
-                problems.append(_problem(
-                    f"source '{source.id}': column '{col}' is {df[col].dtype}, "
-                    f"incompatible with {dtype}", "cast the column or change its dtype in the spec",
-                    "bad_dtype"))
+                problems.append(
+                    _problem(
+                        f"source '{source.id}': column '{col}' is {df[col].dtype}, "
+                        f"incompatible with {dtype}",
+                        "cast the column or change its dtype in the spec",
+                        "bad_dtype",
+                    )
+                )
         if source.id == label.source_id:
             if label.field not in df:
-                problems.append(_problem(
-                    f"label source '{source.id}' has no label column '{label.field}'",
-                    "fix features.label.field", "missing_column"))
+                problems.append(
+                    _problem(
+                        f"label source '{source.id}' has no label column '{label.field}'",
+                        "fix features.label.field",
+                        "missing_column",
+                    )
+                )
             elif plan.training.task != "regression" and df[label.field].notna().any():
                 values = df[label.field].dropna()
-                bad = values[(values < 0) | (values >= plan.training.num_classes)
-                             | (values != values.round())] if t.is_numeric_dtype(values) else values
+                bad = (
+                    values[
+                        (values < 0)
+                        | (values >= plan.training.num_classes)
+                        | (values != values.round())
+                    ]
+                    if t.is_numeric_dtype(values)
+                    else values
+                )
                 if len(bad):
-                    problems.append(_problem(
-                        f"label '{label.field}' has {len(bad)} values outside "
-                        f"0..{plan.training.num_classes - 1}", "encode classes as 0..K-1",
-                        "bad_label"))
+                    problems.append(
+                        _problem(
+                            f"label '{label.field}' has {len(bad)} values outside "
+                            f"0..{plan.training.num_classes - 1}",
+                            "encode classes as 0..K-1",
+                            "bad_label",
+                        )
+                    )
         if len(df) == 0:
             problems.append(_problem(f"source '{source.id}' is empty", "add rows", "empty_source"))
-        stats: dict[str, Any] = {"rows": int(len(df)), "path": str(source_path(source, ctx.data_dir))}
+        stats: dict[str, Any] = {
+            "rows": int(len(df)),
+            "path": str(source_path(source, ctx.data_dir)),
+        }
         if ts in df and t.is_datetime64_any_dtype(df[ts]) and len(df):
             stats["min_timestamp"] = df[ts].min().isoformat()
             stats["max_timestamp"] = df[ts].max().isoformat()
-        stats["null_rate"] = {c: float(df[c].isna().mean()) for c in sorted(required[source.id])
-                              if c in df and len(df)}
+        stats["null_rate"] = {
+            c: float(df[c].isna().mean())
+            for c in sorted(required[source.id])
+            if c in df and len(df)
+        }
         sources[source.id] = stats
 
     if problems:

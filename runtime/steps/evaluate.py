@@ -38,8 +38,9 @@ def champion_version(plan: Plan, ctx: StepContext) -> Any | None:
         return None
 
 
-def _champion_metric(plan: Plan, ctx: StepContext, version: Any, x: Any, y: Any, metric: str
-                     ) -> tuple[float | None, str]:
+def _champion_metric(
+    plan: Plan, ctx: StepContext, version: Any, x: Any, y: Any, metric: str
+) -> tuple[float | None, str]:
     """The champion's metric on this holdout (re-scored with its ONNX) or, failing that, as logged."""
     import json
 
@@ -50,7 +51,9 @@ def _champion_metric(plan: Plan, ctx: StepContext, version: Any, x: Any, y: Any,
         if manifest["features"] == feature_refs(plan):
             import onnxruntime as ort
 
-            sess = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+            sess = ort.InferenceSession(
+                str(folder / "model.onnx"), providers=["CPUExecutionProvider"]
+            )
             out = sess.run([manifest["output_name"]], {manifest["input_name"]: x})[0]
             return compute_metrics(plan.training.task, y, out, [metric])[metric], "rescored"
     except Exception:  # fall back to the metric logged when the champion was evaluated
@@ -65,14 +68,23 @@ def gate_report(plan: Plan, metrics: dict[str, float]) -> list[dict[str, Any]]:
     for gate in plan.evaluation.gates:
         value = metrics[gate.metric]
         margin = value - gate.threshold if gate.op == ">=" else gate.threshold - value
-        rows.append({"gate": f"{gate.metric} {gate.op} {gate.threshold}", "metric": gate.metric,
-                     "op": gate.op, "threshold": gate.threshold, "value": value,
-                     "margin": margin, "passed": margin >= 0})
+        rows.append(
+            {
+                "gate": f"{gate.metric} {gate.op} {gate.threshold}",
+                "metric": gate.metric,
+                "op": gate.op,
+                "threshold": gate.threshold,
+                "value": value,
+                "margin": margin,
+                "passed": margin >= 0,
+            }
+        )
     return rows
 
 
-def evaluate(plan: Plan, ctx: StepContext, inputs: dict[str, Path], outputs: dict[str, Path]
-             ) -> StepResult:
+def evaluate(
+    plan: Plan, ctx: StepContext, inputs: dict[str, Path], outputs: dict[str, Path]
+) -> StepResult:
     """Score the holdout, apply the gates; values['gate_passed'] says whether to ship."""
     from specml.runtime.modeling import load_model, predict
 
@@ -92,17 +104,35 @@ def evaluate(plan: Plan, ctx: StepContext, inputs: dict[str, Path], outputs: dic
                 op = ">=" if beat.higher_is_better else "<="
                 mine = metrics[beat.metric]
                 margin = mine - threshold if beat.higher_is_better else threshold - mine
-                row = {"gate": f"{beat.metric} {op} champion v{version.version} {'+' if beat.higher_is_better else '-'} {beat.by}",
-                       "metric": beat.metric, "op": op, "threshold": threshold, "value": mine,
-                       "margin": margin, "passed": margin >= 0, "must_beat_production": True}
+                row = {
+                    "gate": f"{beat.metric} {op} champion v{version.version} {'+' if beat.higher_is_better else '-'} {beat.by}",
+                    "metric": beat.metric,
+                    "op": op,
+                    "threshold": threshold,
+                    "value": mine,
+                    "margin": margin,
+                    "passed": margin >= 0,
+                    "must_beat_production": True,
+                }
                 gates.append(row)
-                champion = {"version": str(version.version), "run_id": version.run_id,
-                            beat.metric: value, "source": how}
+                champion = {
+                    "version": str(version.version),
+                    "run_id": version.run_id,
+                    beat.metric: value,
+                    "source": how,
+                }
     passed = all(g["passed"] for g in gates)
     run_id = meta.get("mlflow_run_id")
     log_metrics(ctx, run_id, {f"holdout_{k}": v for k, v in metrics.items()})
-    report = {"metrics": metrics, "gates": gates, "gate_passed": passed, "champion": champion,
-              "holdout_rows": int(len(y)), "mlflow_run_id": run_id}
+    report = {
+        "metrics": metrics,
+        "gates": gates,
+        "gate_passed": passed,
+        "champion": champion,
+        "holdout_rows": int(len(y)),
+        "mlflow_run_id": run_id,
+    }
     write_json(need(outputs, "eval_metrics", "evaluate"), report)
-    return StepResult(values={"gate_passed": passed, "gates": gates, "champion": champion},
-                      metrics=metrics)
+    return StepResult(
+        values={"gate_passed": passed, "gates": gates, "champion": champion}, metrics=metrics
+    )

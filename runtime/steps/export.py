@@ -24,8 +24,9 @@ OPSET = 17
 PARITY_TOLERANCE = 1e-4
 
 
-def serving_manifest(plan: Plan, feature_repo: str | None, version: str | None = None
-                     ) -> dict[str, Any]:
+def serving_manifest(
+    plan: Plan, feature_repo: str | None, version: str | None = None
+) -> dict[str, Any]:
     """serving.json, the contract with the model server (see runtime/steps/README.md)."""
     refs = feature_refs(plan)
     return {
@@ -66,8 +67,9 @@ def onnx_predict(session: Any, features: Any) -> Any:
     return session.run([OUTPUT_NAME], {INPUT_NAME: features.astype("float32")})[0]
 
 
-def export_onnx(plan: Plan, ctx: StepContext, inputs: dict[str, Path], outputs: dict[str, Path]
-                ) -> StepResult:
+def export_onnx(
+    plan: Plan, ctx: StepContext, inputs: dict[str, Path], outputs: dict[str, Path]
+) -> StepResult:
     """Export model.onnx (dynamic batch), check parity with torch on the holdout, write serving.json."""
     import numpy as np
     import torch
@@ -82,10 +84,14 @@ def export_onnx(plan: Plan, ctx: StepContext, inputs: dict[str, Path], outputs: 
     with warnings.catch_warnings():  # the TorchScript exporter is deprecated, and still exact here
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
-            model, (example,), str(folder / ONNX_FILE), input_names=[INPUT_NAME],
+            model,
+            (example,),
+            str(folder / ONNX_FILE),
+            input_names=[INPUT_NAME],
             output_names=[OUTPUT_NAME],
             dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-            opset_version=OPSET, dynamo=False,
+            opset_version=OPSET,
+            dynamo=False,
         )
     expected = predict(model, x)
     got = onnx_predict(onnx_session(folder / ONNX_FILE), x)
@@ -94,13 +100,20 @@ def export_onnx(plan: Plan, ctx: StepContext, inputs: dict[str, Path], outputs: 
     if not max_diff <= tolerance:
         raise step_error(
             f"ONNX and torch disagree on the holdout: max abs diff {max_diff:.3g} > {tolerance:.3g}",
-            hint="an operator exports differently; try another model.activation", code="onnx_parity")
+            hint="an operator exports differently; try another model.activation",
+            code="onnx_parity",
+        )
     write_json(folder / MANIFEST, serving_manifest(plan, meta.get("feature_repo")))
     from specml.runtime.monitor.reference import (
         write_training_reference,  # drift reference (issue 4)
     )
 
     write_training_reference(plan, need(inputs, "training_set", "export_onnx"), expected, folder)
-    return StepResult(values={"onnx_max_abs_diff": max_diff, "onnx_tolerance": tolerance,
-                              "rows_checked": int(len(x))},
-                      metrics={"onnx_max_abs_diff": max_diff})
+    return StepResult(
+        values={
+            "onnx_max_abs_diff": max_diff,
+            "onnx_tolerance": tolerance,
+            "rows_checked": int(len(x)),
+        },
+        metrics={"onnx_max_abs_diff": max_diff},
+    )

@@ -26,8 +26,14 @@ if TYPE_CHECKING:
     import pandas as pd
 
 POINTER = "specml_repo.json"  # inside the repo folder: project, service name, materialized window
-_FEAST_TYPES = {"int32": "Int32", "int64": "Int64", "float32": "Float32", "float64": "Float64",
-                "bool": "Bool", "string": "String"}
+_FEAST_TYPES = {
+    "int32": "Int32",
+    "int64": "Int64",
+    "float32": "Float32",
+    "float64": "Float64",
+    "bool": "Bool",
+    "string": "String",
+}
 
 
 def feature_service_name(plan: Plan) -> str:
@@ -120,8 +126,11 @@ def resolve_repo(artifact: Path) -> dict[str, Any]:
     artifact = Path(artifact)
     pointer = artifact / POINTER if artifact.is_dir() else artifact
     if not pointer.exists():
-        raise step_error(f"no materialized feature repo at {artifact}",
-                         hint="run materialize_features first", code="missing_artifact")
+        raise step_error(
+            f"no materialized feature repo at {artifact}",
+            hint="run materialize_features first",
+            code="missing_artifact",
+        )
     return read_json(pointer)
 
 
@@ -184,9 +193,13 @@ def materialize_features(
         "online_views": online,
     }
     write_json(pointer, info)
-    return StepResult(values={"feature_repo": info["repo_path"],
-                              "materialized_until": info["materialized_until"]},
-                      metrics={"online_views": float(len(online))})
+    return StepResult(
+        values={
+            "feature_repo": info["repo_path"],
+            "materialized_until": info["materialized_until"],
+        },
+        metrics={"online_views": float(len(online))},
+    )
 
 
 def historical_features(repo_path: str | Path, plan: Plan, entity_df: pd.DataFrame) -> pd.DataFrame:
@@ -203,22 +216,26 @@ def historical_features(repo_path: str | Path, plan: Plan, entity_df: pd.DataFra
     for ref in refs:  # one view per query, so a view without history cannot drop another's values
         by_view.setdefault(ref.split(":")[0], []).append(ref)
     for view_refs in by_view.values():
-        job = store.get_historical_features(entity_df=rows, features=view_refs,
-                                            full_feature_names=True)
+        job = store.get_historical_features(
+            entity_df=rows, features=view_refs, full_feature_names=True
+        )
         found = job.to_df().rename(columns={r.replace(":", "__"): r for r in view_refs})
         found = found.drop_duplicates("specml_row").set_index("specml_row")[view_refs]
         out = out.join(found.reindex(range(len(rows))))
     return out[[*entity_df.columns, *refs]]
 
 
-def online_features(repo_path: str | Path, plan: Plan, entity_rows: list[dict[str, Any]]) -> np.ndarray:
+def online_features(
+    repo_path: str | Path, plan: Plan, entity_rows: list[dict[str, Any]]
+) -> np.ndarray:
     """The model's input [N, F] float32 from the Feast online store (missing -> NaN)."""
     import numpy as np
 
     store = open_store(repo_path)
     refs = feature_refs(plan)
-    resp = store.get_online_features(features=refs, entity_rows=entity_rows,
-                                     full_feature_names=True).to_dict()
+    resp = store.get_online_features(
+        features=refs, entity_rows=entity_rows, full_feature_names=True
+    ).to_dict()
     cols = [[np.nan if v is None else float(v) for v in resp[r.replace(":", "__")]] for r in refs]
     return np.array(cols, dtype="float64").T.astype("float32").reshape(len(entity_rows), len(refs))
 
@@ -237,7 +254,8 @@ def build_training_set(
     keys = entity_join_keys(plan)
     labels = read_source(source, ctx.data_dir)
     entity_df = labels[[*keys, source.timestamp_field, label.field]].rename(
-        columns={source.timestamp_field: TIMESTAMP})
+        columns={source.timestamp_field: TIMESTAMP}
+    )
     dropped = int(entity_df[label.field].isna().sum())
     entity_df = entity_df[entity_df[label.field].notna()].reset_index(drop=True)
     df = historical_features(info["repo_path"], plan, entity_df)

@@ -8,8 +8,9 @@ if TYPE_CHECKING:
     import numpy as np
 
 
-def compute_metrics(task: str, y_true: np.ndarray, output: np.ndarray, names: list[str] | tuple[str, ...]
-                    ) -> dict[str, float]:
+def compute_metrics(
+    task: str, y_true: np.ndarray, output: np.ndarray, names: list[str] | tuple[str, ...]
+) -> dict[str, float]:
     """Each named metric for the model output ([N,1] probability/value or [N,K] probabilities)."""
     import numpy as np
     from sklearn import metrics as m
@@ -40,7 +41,9 @@ def compute_metrics(task: str, y_true: np.ndarray, output: np.ndarray, names: li
         if name == "roc_auc":
             out[name] = float(m.roc_auc_score(y_true, proba[:, 1])) if two_classes else 0.5
         elif name == "pr_auc":
-            out[name] = float(m.average_precision_score(y_true, proba[:, 1])) if two_classes else 0.0
+            out[name] = (
+                float(m.average_precision_score(y_true, proba[:, 1])) if two_classes else 0.0
+            )
         elif name == "accuracy":
             out[name] = float(m.accuracy_score(y_true, pred))
         elif name == "f1":

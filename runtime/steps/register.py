@@ -26,8 +26,9 @@ def _artifact_file(path: Path, name: str) -> Path:
     return path if path.suffix else path / name
 
 
-def register(plan: Plan, ctx: StepContext, inputs: dict[str, Path], outputs: dict[str, Path]
-             ) -> StepResult:
+def register(
+    plan: Plan, ctx: StepContext, inputs: dict[str, Path], outputs: dict[str, Path]
+) -> StepResult:
     """Log plan, hashes, code version and artefacts; create a registry version aliased challenger."""
     from mlflow.exceptions import MlflowException
 
@@ -36,9 +37,14 @@ def register(plan: Plan, ctx: StepContext, inputs: dict[str, Path], outputs: dic
     eval_path = inputs.get("eval_metrics")
     meta = json.loads((model_dir / "model.json").read_text())
     mlflow = client(ctx)
-    run_id = meta.get("mlflow_run_id") or start_run(plan, ctx, run_name=f"{plan.system.name}-register")
-    hashes = {"specml.spec_hash": plan.spec_hash, "specml.plan_hash": plan_hash(plan),
-              "specml.data_hash": data_hash(plan, ctx.data_dir)}
+    run_id = meta.get("mlflow_run_id") or start_run(
+        plan, ctx, run_name=f"{plan.system.name}-register"
+    )
+    hashes = {
+        "specml.spec_hash": plan.spec_hash,
+        "specml.plan_hash": plan_hash(plan),
+        "specml.data_hash": data_hash(plan, ctx.data_dir),
+    }
     versions = code_version()
     for key, value in {**hashes, **{f"specml.{k}": v for k, v in versions.items()}}.items():
         mlflow.set_tag(run_id, key, value)
@@ -53,19 +59,28 @@ def register(plan: Plan, ctx: StepContext, inputs: dict[str, Path], outputs: dic
         mlflow.log_artifact(run_id, str(eval_path), "eval")
     name = plan.registry.name
     try:
-        mlflow.create_registered_model(name, tags={"specml.system": plan.system.name},
-                                       description=plan.system.description)
+        mlflow.create_registered_model(
+            name, tags={"specml.system": plan.system.name}, description=plan.system.description
+        )
     except MlflowException as exc:
         if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
             raise
     source = f"{mlflow.get_run(run_id).info.artifact_uri}/model"
     version = mlflow.create_model_version(name, source, run_id=run_id, tags=hashes)
     mlflow.set_registered_model_alias(name, plan.registry.challenger_alias, version.version)
-    record = {"name": name, "version": str(version.version), "run_id": run_id, "source": source,
-              "aliases": [plan.registry.challenger_alias], **hashes, **versions}
+    record = {
+        "name": name,
+        "version": str(version.version),
+        "run_id": run_id,
+        "source": source,
+        "aliases": [plan.registry.challenger_alias],
+        **hashes,
+        **versions,
+    }
     write_json(_artifact_file(need(outputs, "registered_model", "register"), REGISTERED), record)
-    return StepResult(values={"model_name": name, "model_version": str(version.version),
-                              "mlflow_run_id": run_id})
+    return StepResult(
+        values={"model_name": name, "model_version": str(version.version), "mlflow_run_id": run_id}
+    )
 
 
 def plan_hash(plan: Plan) -> str:
@@ -105,5 +120,7 @@ def publish(plan: Plan, ctx: StepContext, version: str, slot: str = "current") -
 def promote(plan: Plan, ctx: StepContext, version: str) -> Path:
     """Make a version the champion (registry alias) and publish it to <workdir>/serving/current."""
     mlflow = client(ctx)
-    mlflow.set_registered_model_alias(plan.registry.name, plan.registry.champion_alias, str(version))
+    mlflow.set_registered_model_alias(
+        plan.registry.name, plan.registry.champion_alias, str(version)
+    )
     return publish(plan, ctx, str(version), "current")

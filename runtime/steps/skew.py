@@ -73,8 +73,10 @@ def check_skew(
     offline = historical_features(info["repo_path"], plan, entities.assign(**{TIMESTAMP: as_of}))
     x_off = offline[list(manifest["features"])].to_numpy(dtype="float64", na_value=np.nan)
     x_off = x_off.astype("float32")
-    entity_rows = [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
-                   for row in entities.to_dict(orient="records")]
+    entity_rows = [
+        {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+        for row in entities.to_dict(orient="records")
+    ]
     x_on = online_features(info["repo_path"], plan, entity_rows)
 
     stale = (np.isnan(x_off) & ~np.isnan(x_on)).any(axis=1)

@@ -35,14 +35,19 @@ def experiment_id(mlflow: Any, plan: Plan, ctx: StepContext) -> str:
 def start_run(plan: Plan, ctx: StepContext, run_name: str) -> str:
     """Create an MLflow run tagged with the spec hash and the pipeline run id; return its id."""
     mlflow = client(ctx)
-    tags = {"specml.system": plan.system.name, "specml.spec_hash": plan.spec_hash,
-            "mlflow.runName": run_name}
+    tags = {
+        "specml.system": plan.system.name,
+        "specml.spec_hash": plan.spec_hash,
+        "mlflow.runName": run_name,
+    }
     if ctx.run_id:
         tags["specml.pipeline_run"] = ctx.run_id
     return str(mlflow.create_run(experiment_id(mlflow, plan, ctx), tags=tags).info.run_id)
 
 
-def log_metrics(ctx: StepContext, run_id: str | None, metrics: dict[str, float], step: int = 0) -> None:
+def log_metrics(
+    ctx: StepContext, run_id: str | None, metrics: dict[str, float], step: int = 0
+) -> None:
     """Log a batch of metrics at one step (no-op without a run)."""
     if not run_id or not metrics:
         return
@@ -51,8 +56,10 @@ def log_metrics(ctx: StepContext, run_id: str | None, metrics: dict[str, float],
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    batch = [Metric(key=k.replace(":", "."), value=float(v), timestamp=now, step=step)
-             for k, v in sorted(metrics.items())]
+    batch = [
+        Metric(key=k.replace(":", "."), value=float(v), timestamp=now, step=step)
+        for k, v in sorted(metrics.items())
+    ]
     client(ctx).log_batch(run_id, metrics=batch)
 
 
@@ -75,8 +82,13 @@ def code_version() -> dict[str, str]:
     out = {"specml_version": version}
     try:
         root = Path(__file__).resolve().parents[2]
-        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=5, check=False).stdout.strip()
+        sha = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        ).stdout.strip()
         if sha:
             out["git_sha"] = sha
     except (OSError, subprocess.SubprocessError):

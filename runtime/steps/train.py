@@ -64,8 +64,9 @@ def _improved(value: float, best: float | None, mode: str, min_delta: float) -> 
     return value > best + min_delta if mode == "max" else value < best - min_delta
 
 
-def fit(plan: Plan, x: Any, y: Any, splits: dict[str, Any], device: str,
-        on_epoch: Any = None) -> tuple[Any, list[dict[str, float]], int]:
+def fit(
+    plan: Plan, x: Any, y: Any, splits: dict[str, Any], device: str, on_epoch: Any = None
+) -> tuple[Any, list[dict[str, float]], int]:
     """Train deterministically (seeded; deterministic kernels on CPU); return model, history, best epoch."""
     import copy
 
@@ -94,8 +95,13 @@ def fit(plan: Plan, x: Any, y: Any, splits: dict[str, Any], device: str,
         history: list[dict[str, float]] = []
         best, best_epoch, best_state, waited = None, 0, None, 0
         bs = t.hyperparameters.batch_size
-        bar = tqdm(range(1, t.hyperparameters.epochs + 1), desc=f"train {plan.system.name}",
-                   file=sys.stderr, unit="epoch", leave=False)
+        bar = tqdm(
+            range(1, t.hyperparameters.epochs + 1),
+            desc=f"train {plan.system.name}",
+            file=sys.stderr,
+            unit="epoch",
+            leave=False,
+        )
         for epoch in bar:
             model.train()
             order = torch.randperm(len(xt), generator=gen).to(device)
@@ -138,7 +144,9 @@ def fit(plan: Plan, x: Any, y: Any, splits: dict[str, Any], device: str,
         torch.use_deterministic_algorithms(previous)
 
 
-def train(plan: Plan, ctx: StepContext, inputs: dict[str, Path], outputs: dict[str, Path]) -> StepResult:
+def train(
+    plan: Plan, ctx: StepContext, inputs: dict[str, Path], outputs: dict[str, Path]
+) -> StepResult:
     """Fit the model; write the model folder (weights + metadata) and train_metrics JSON."""
     from specml.runtime.modeling import save_model
 
@@ -150,30 +158,58 @@ def train(plan: Plan, ctx: StepContext, inputs: dict[str, Path], outputs: dict[s
     device = training_device(plan)
     run_id = start_run(plan, ctx, run_name=f"{plan.system.name}-{ctx.run_id or 'run'}")
     t = plan.training
-    log_params(ctx, run_id, {
-        **{f"hp.{k}": v for k, v in t.hyperparameters.model_dump().items()},
-        **{f"model.{k}": v for k, v in t.model.model_dump().items()},
-        "seed": t.seed, "split.method": t.split.method, "split.holdout": t.split.holdout,
-        "split.validation": t.split.validation, "task": t.task, "device": device,
-        "n_features": x.shape[1], "rows.train": len(splits["train"]),
-        "rows.validation": len(splits["validation"]), "rows.holdout": len(splits["holdout"]),
-    })
+    log_params(
+        ctx,
+        run_id,
+        {
+            **{f"hp.{k}": v for k, v in t.hyperparameters.model_dump().items()},
+            **{f"model.{k}": v for k, v in t.model.model_dump().items()},
+            "seed": t.seed,
+            "split.method": t.split.method,
+            "split.holdout": t.split.holdout,
+            "split.validation": t.split.validation,
+            "task": t.task,
+            "device": device,
+            "n_features": x.shape[1],
+            "rows.train": len(splits["train"]),
+            "rows.validation": len(splits["validation"]),
+            "rows.holdout": len(splits["holdout"]),
+        },
+    )
     started = time.perf_counter()
     model, history, best_epoch = fit(
-        plan, x, y, splits, device, on_epoch=lambda e, row: log_metrics(ctx, run_id, row, step=e))
+        plan, x, y, splits, device, on_epoch=lambda e, row: log_metrics(ctx, run_id, row, step=e)
+    )
     seconds = time.perf_counter() - started
     metadata: dict[str, Any] = {
-        "features": feature_refs(plan), "entity_join_keys": entity_join_keys(plan),
-        "input_name": INPUT_NAME, "output_name": OUTPUT_NAME, "task": t.task,
-        "num_classes": t.num_classes, "mlflow_run_id": run_id, "spec_hash": plan.spec_hash,
-        "feature_repo": training_set_repo(ts_path), "device": device, "best_epoch": best_epoch,
-        "epochs_run": len(history), "seed": t.seed,
+        "features": feature_refs(plan),
+        "entity_join_keys": entity_join_keys(plan),
+        "input_name": INPUT_NAME,
+        "output_name": OUTPUT_NAME,
+        "task": t.task,
+        "num_classes": t.num_classes,
+        "mlflow_run_id": run_id,
+        "spec_hash": plan.spec_hash,
+        "feature_repo": training_set_repo(ts_path),
+        "device": device,
+        "best_epoch": best_epoch,
+        "epochs_run": len(history),
+        "seed": t.seed,
     }
     save_model(model, model_dir, metadata)
-    final = {**history[-1], "best_epoch": float(best_epoch), "epochs_run": float(len(history)),
-             "train_seconds": seconds}
-    write_json(need(outputs, "train_metrics", "train"),
-               {"metrics": final, "history": history, "device": device, "mlflow_run_id": run_id})
-    log_metrics(ctx, run_id, {"train_seconds": seconds, "best_epoch": best_epoch,
-                              "epochs_run": len(history)})
+    final = {
+        **history[-1],
+        "best_epoch": float(best_epoch),
+        "epochs_run": float(len(history)),
+        "train_seconds": seconds,
+    }
+    write_json(
+        need(outputs, "train_metrics", "train"),
+        {"metrics": final, "history": history, "device": device, "mlflow_run_id": run_id},
+    )
+    log_metrics(
+        ctx,
+        run_id,
+        {"train_seconds": seconds, "best_epoch": best_epoch, "epochs_run": len(history)},
+    )
     return StepResult(values={"mlflow_run_id": run_id, "device": device}, metrics=final)

@@ -85,7 +85,7 @@ def _rollout_diagnostics(plan: Plan) -> list[Diagnostic]:
             "(rollout.analysis, rollout.rollback_when): KServe only splits traffic",
             ("rollout",),
             "apply rollout/step-*.yaml after each hold and rollout/rollback.yaml when an alert "
-            "labelled specml_rollback=\"true\" fires (by hand or from your CD / Alertmanager)",
+            'labelled specml_rollback="true" fires (by hand or from your CD / Alertmanager)',
             "kubeflow_manual_rollout",
         )
     )
@@ -169,8 +169,7 @@ def _lifecycle_diagnostics(plan: Plan) -> list[Diagnostic]:
     if plan.notifications.webhook_url is not None:
         out.append(
             _unsupported(
-                "not emitted by the kubeflow target: alerts go to "
-                "Prometheus' Alertmanager",
+                "not emitted by the kubeflow target: alerts go to Prometheus' Alertmanager",
                 ("notifications", "webhook"),
                 "route the specml_system label to your webhook in the Alertmanager config",
                 "kubeflow_webhook_unsupported",

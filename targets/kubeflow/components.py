@@ -49,18 +49,18 @@ _BODY = '''\
     )
 '''
 
-_LOG_METRICS = '''\
+_LOG_METRICS = """\
     for metrics_artifact in [{metrics_outputs}]:
         for metric_name, metric_value in sorted(result.metrics.items()):
             if isinstance(metric_value, (int, float)) and math.isfinite(metric_value):
                 metrics_artifact.log_metric(metric_name, float(metric_value))
-'''
+"""
 
-_GATE_RETURN = '''\
+_GATE_RETURN = """\
     if {gate!r} not in result.values:
         raise RuntimeError("step {step_name!r} did not report {gate!r}")
     return bool(result.values[{gate!r}])
-'''
+"""
 
 
 def _python_name(step: Step, name: str, role: str) -> str:
@@ -89,9 +89,7 @@ def component_source(plan: Plan, step: Step) -> str:
     params = [f"    {p}: str," for p in RUNTIME_PARAMS]
     for input_name in sorted(step.inputs):
         producer, _, output_name = step.inputs[input_name].partition(".")
-        artifact_type = next(
-            a.type for a in plan.step(producer).outputs if a.name == output_name
-        )
+        artifact_type = next(a.type for a in plan.step(producer).outputs if a.name == output_name)
         params.append(f"    {_python_name(step, input_name, 'input')}: Input[{artifact_type}],")
     output_names = set()
     for artifact in step.outputs:

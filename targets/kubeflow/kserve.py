@@ -29,7 +29,9 @@ MODEL_FORMAT = "onnx"
 RUNTIME = "kserve-tritonserver"  # the ClusterServingRuntime KServe installs for ONNX
 PROTOCOL = "v2"
 GPU_RESOURCE = "nvidia.com/gpu"
-STORAGE_PLACEHOLDER = "s3://REPLACE-ME-model-bucket/{name}"  # when targets.kubeflow.storage_uri is unset
+STORAGE_PLACEHOLDER = (
+    "s3://REPLACE-ME-model-bucket/{name}"  # when targets.kubeflow.storage_uri is unset
+)
 MAIN_MANIFEST = "inferenceservice.yaml"
 ROLLBACK_MANIFEST = "rollout/rollback.yaml"
 
@@ -75,8 +77,9 @@ def rollout_manifests(plan: Plan) -> list[RolloutManifest]:
         pct = step.traffic_percent
         label = f"{pct:g}".replace(".", "_")
         out.append(
-            RolloutManifest(f"rollout/step-{step.index:02d}-traffic-{label}.yaml", step,
-                            canary_percent(step))
+            RolloutManifest(
+                f"rollout/step-{step.index:02d}-traffic-{label}.yaml", step, canary_percent(step)
+            )
         )
     out.append(RolloutManifest(ROLLBACK_MANIFEST, None, 0))
     return out

@@ -29,7 +29,11 @@ _ManifestDumper.add_representer(str, _str_representer)
 def dump_manifest(doc: dict[str, Any], header: str = "") -> str:
     """One manifest as YAML text: keys in the order built (stable), block style, trailing newline."""
     body = yaml.dump(
-        doc, Dumper=_ManifestDumper, sort_keys=False, default_flow_style=False, width=10_000,
+        doc,
+        Dumper=_ManifestDumper,
+        sort_keys=False,
+        default_flow_style=False,
+        width=10_000,
         allow_unicode=True,
     )
     comment = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines())

@@ -148,9 +148,9 @@ def build_pipeline(plan: Plan) -> Any:
                     add(step)
 
     pipeline.__name__ = plan.system.name.replace("-", "_")
-    return dsl.pipeline(
-        name=plan.system.name, description=plan.system.description or None
-    )(pipeline)
+    return dsl.pipeline(name=plan.system.name, description=plan.system.description or None)(
+        pipeline
+    )
 
 
 _SDK_VERSION = re.compile(r"^sdkVersion: kfp-\S+$", re.MULTILINE)

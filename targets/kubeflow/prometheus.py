@@ -93,11 +93,14 @@ def _rollback_alert_ids(plan: Plan) -> set[str]:
 
 
 def _slo_breach_rolls_back(plan: Plan) -> bool:
-    return plan.rollout is not None and any(c.kind == "slo_breach" for c in plan.rollout.rollback_when)
+    return plan.rollout is not None and any(
+        c.kind == "slo_breach" for c in plan.rollout.rollback_when
+    )
 
 
-def _rule(name: str, expr: str, for_seconds: int, labels: dict[str, str],
-          annotations: dict[str, str]) -> dict[str, Any]:
+def _rule(
+    name: str, expr: str, for_seconds: int, labels: dict[str, str], annotations: dict[str, str]
+) -> dict[str, Any]:
     validate_promql(expr)
     rule: dict[str, Any] = {"alert": name, "expr": expr}
     if for_seconds > 0:
@@ -146,7 +149,11 @@ def slo_rules(plan: Plan) -> list[dict[str, Any]]:
     """One critical rule per SLO objective; it holds for the rollout's analysis budget."""
     slo = plan.endpoint.slo
     rollout = plan.rollout
-    hold = rollout.analysis_interval_seconds * rollout.failure_limit if rollout else DEFAULT_WINDOW_SECONDS
+    hold = (
+        rollout.analysis_interval_seconds * rollout.failure_limit
+        if rollout
+        else DEFAULT_WINDOW_SECONDS
+    )
     window = rollout.analysis_interval_seconds if rollout else DEFAULT_WINDOW_SECONDS
     window = max(window, 60)  # a rate() window needs several scrapes
     labels = {

@@ -114,7 +114,8 @@ def render_readme(plan: Plan, diagnostics: list[Diagnostic]) -> str:
         "",
         "| file | what |",
         "|---|---|",
-        "| `pipeline.yaml` | KFP v2 pipeline: " + " -> ".join(s.name for s in plan.steps)
+        "| `pipeline.yaml` | KFP v2 pipeline: "
+        + " -> ".join(s.name for s in plan.steps)
         + " (export and register only when the evaluate gate passed) |",
         "| `inferenceservice.yaml` | KServe InferenceService, first rollout step |",
         "| `rollout/*.yaml` | later rollout steps and the rollback |",
@@ -138,7 +139,11 @@ def render_readme(plan: Plan, diagnostics: list[Diagnostic]) -> str:
         "    },",
         f'    namespace="{ns}",',
         f'    experiment_name="{name}",',
-        *([f'    service_account="{settings.service_account}",'] if settings.service_account else []),
+        *(
+            [f'    service_account="{settings.service_account}",']
+            if settings.service_account
+            else []
+        ),
         ")",
         "```",
         "",

@@ -17,14 +17,21 @@ class GateFailed(TargetError):
         for g in gates:
             if g["passed"]:
                 continue
-            where = ("training", "gates", "must_beat_production") if g.get("must_beat_production") \
+            where = (
+                ("training", "gates", "must_beat_production")
+                if g.get("must_beat_production")
                 else ("training", "gates", "min" if g["op"] == ">=" else "max", g["metric"])
-            diagnostics.append(Diagnostic(
-                f"gate failed: {g['gate']}: {g['metric']} = {g['value']:.4f}, "
-                f"missed by {-g['margin']:.4f} (run {run_id})",
-                path=where, stage="target", code="gate_failed",
-                hint="improve the model or data, or relax the gate; nothing was registered",
-            ))
+            )
+            diagnostics.append(
+                Diagnostic(
+                    f"gate failed: {g['gate']}: {g['metric']} = {g['value']:.4f}, "
+                    f"missed by {-g['margin']:.4f} (run {run_id})",
+                    path=where,
+                    stage="target",
+                    code="gate_failed",
+                    hint="improve the model or data, or relax the gate; nothing was registered",
+                )
+            )
         err = cls(diagnostics)
         err.gates = gates  # type: ignore[attr-defined]
         return err

@@ -113,8 +113,13 @@ def _scrape(url: str, at: float) -> Any | None:
 
 
 def _snapshot_json(snap: Any) -> dict[str, Any]:
-    return {"buckets": [list(b) for b in snap.latency.buckets], "sum": snap.latency.total,
-            "requests": snap.requests, "errors": snap.errors, "at": snap.at}
+    return {
+        "buckets": [list(b) for b in snap.latency.buckets],
+        "sum": snap.latency.total,
+        "requests": snap.requests,
+        "errors": snap.errors,
+        "at": snap.at,
+    }
 
 
 def _snapshot_from(raw: dict[str, Any] | None) -> Any | None:
@@ -123,7 +128,9 @@ def _snapshot_from(raw: dict[str, Any] | None) -> Any | None:
     if not raw:
         return None
     buckets = tuple((float(le), float(c)) for le, c in raw["buckets"])
-    return ServingSnapshot(HistogramSnapshot(buckets, raw["sum"]), raw["requests"], raw["errors"], raw["at"])
+    return ServingSnapshot(
+        HistogramSnapshot(buckets, raw["sum"]), raw["requests"], raw["errors"], raw["at"]
+    )
 
 
 def rollout_state_path(plan: Plan, base_dir: Path) -> Path:
@@ -143,8 +150,9 @@ def _registry(plan: Plan, base_dir: Path) -> Any:
     return MlflowRegistry(uri, plan.registry.champion_alias, plan.registry.challenger_alias)
 
 
-def start_rollout(plan: Plan, base_dir: Path, challenger: str, champion: str | None,
-                  time_scale: float = 1.0) -> dict[str, Any]:
+def start_rollout(
+    plan: Plan, base_dir: Path, challenger: str, champion: str | None, time_scale: float = 1.0
+) -> dict[str, Any]:
     """Start the challenger's rollout (pending -> first step) and persist it; returns its state."""
     try:  # prefer the local target's own entry point when it exists
         from specml.targets.local import rollout as local_rollout  # type: ignore[attr-defined]
@@ -153,19 +161,32 @@ def start_rollout(plan: Plan, base_dir: Path, challenger: str, champion: str | N
     except (ImportError, AttributeError):
         start = None
     if start is not None:
-        out = start(plan, Path(base_dir), challenger_version=challenger, champion_version=champion,
-                    time_scale=time_scale)
+        out = start(
+            plan,
+            Path(base_dir),
+            challenger_version=challenger,
+            champion_version=champion,
+            time_scale=time_scale,
+        )
         state = getattr(out, "state", out)
         return state.to_json() if hasattr(state, "to_json") else dict(state)
     from specml.runtime.rollout.controller import Controller
 
-    ctl = Controller.start(plan, rollout_state_path(plan, base_dir), challenger, champion,
-                           registry=_registry(plan, base_dir), time_scale=time_scale)
+    ctl = Controller.start(
+        plan,
+        rollout_state_path(plan, base_dir),
+        challenger,
+        champion,
+        registry=_registry(plan, base_dir),
+        time_scale=time_scale,
+    )
     ctl.begin()
     return ctl.state.to_json()
 
 
-def rollback_rollout(plan: Plan, base_dir: Path, reason: str, registry: Any = None) -> dict[str, Any]:
+def rollback_rollout(
+    plan: Plan, base_dir: Path, reason: str, registry: Any = None
+) -> dict[str, Any]:
     """Roll back the rollout in progress (no-op with a note when none is running)."""
     from specml.runtime.rollout.controller import Controller
 
@@ -176,33 +197,54 @@ def rollback_rollout(plan: Plan, base_dir: Path, reason: str, registry: Any = No
     if ctl.state.done:
         return {"action": "rollback", "done": False, "note": f"rollout already {ctl.state.status}"}
     ctl.rollback(reason)
-    return {"action": "rollback", "done": True, "version": ctl.state.challenger_version, "reason": reason}
+    return {
+        "action": "rollback",
+        "done": True,
+        "version": ctl.state.challenger_version,
+        "reason": reason,
+    }
 
 
-def retrain(plan: Plan, base_dir: Path, reasons: list[str], time_scale: float = 1.0,
-            console: Any = None) -> dict[str, Any]:
+def retrain(
+    plan: Plan, base_dir: Path, reasons: list[str], time_scale: float = 1.0, console: Any = None
+) -> dict[str, Any]:
     """Train again on current data; a new challenger (gates passed) starts its rollout."""
     from specml.targets.local.target import ApplyOptions, GateFailed, LocalTarget
 
     out: dict[str, Any] = {"reasons": reasons, "started_at": time.time()}
     try:
-        result = LocalTarget().apply(plan, Path(base_dir), ApplyOptions(force=True, console=console))
+        result = LocalTarget().apply(
+            plan, Path(base_dir), ApplyOptions(force=True, console=console)
+        )
     except GateFailed as exc:
         out.update(status="gate_failed", error=str(exc))
         return out
-    out.update(status="applied", run_id=result.run_id, model_version=result.model_version,
-               promoted=result.promoted, aliases=result.aliases, metrics=result.metrics)
+    out.update(
+        status="applied",
+        run_id=result.run_id,
+        model_version=result.model_version,
+        promoted=result.promoted,
+        aliases=result.aliases,
+        metrics=result.metrics,
+    )
     champion = result.aliases.get(plan.registry.champion_alias)
     if result.model_version and not result.promoted and plan.rollout is not None:
         state = start_rollout(plan, base_dir, result.model_version, champion, time_scale)
-        out["rollout"] = {"status": state.get("status"), "step": state.get("step_index"),
-                          "challenger_version": state.get("challenger_version"),
-                          "champion_version": state.get("champion_version")}
+        out["rollout"] = {
+            "status": state.get("status"),
+            "step": state.get("step_index"),
+            "challenger_version": state.get("challenger_version"),
+            "champion_version": state.get("champion_version"),
+        }
     return out
 
 
-def monitor_once(plan: Plan, base_dir: Path, options: MonitorOptions | None = None,
-                 retrain_fn: Callable[..., dict[str, Any]] | None = None) -> MonitorResult:
+def monitor_once(
+    plan: Plan,
+    base_dir: Path,
+    options: MonitorOptions | None = None,
+    retrain_fn: Callable[..., dict[str, Any]] | None = None,
+) -> MonitorResult:
     """One monitoring pass (see the module docstring); writes summary.json and the HTML report."""
     from specml.runtime.monitor.alerts import AlertMonitor
     from specml.runtime.monitor.drift import check_drift
@@ -224,8 +266,16 @@ def monitor_once(plan: Plan, base_dir: Path, options: MonitorOptions | None = No
     out_dir.mkdir(parents=True, exist_ok=True)
     folder = find_reference(wd)
     if folder is None:
-        raise TargetError([Diagnostic(f"no drift reference under {wd}", stage="target", code="no_reference",
-                                      hint="run `specml apply SPEC --target local` first")])
+        raise TargetError(
+            [
+                Diagnostic(
+                    f"no drift reference under {wd}",
+                    stage="target",
+                    code="no_reference",
+                    hint="run `specml apply SPEC --target local` first",
+                )
+            ]
+        )
     refs = ReferenceSet.load(folder)
     mstate_path = out_dir / MONITOR_STATE
     mstate = json.loads(mstate_path.read_text()) if mstate_path.exists() else {}
@@ -237,10 +287,17 @@ def monitor_once(plan: Plan, base_dir: Path, options: MonitorOptions | None = No
     drift = pred_drift = None
     if len(frame) >= max(opts.min_rows, 1):
         if not set(names) <= set(frame.columns):
-            raise TargetError([Diagnostic(
-                f"the request log's features {list(frame.columns)[:8]} do not match the reference's "
-                f"{names[:8]}", stage="target", code="log_mismatch",
-                hint="clear <workdir>/monitor/requests after changing the model's features")])
+            raise TargetError(
+                [
+                    Diagnostic(
+                        f"the request log's features {list(frame.columns)[:8]} do not match the reference's "
+                        f"{names[:8]}",
+                        stage="target",
+                        code="log_mismatch",
+                        hint="clear <workdir>/monitor/requests after changing the model's features",
+                    )
+                ]
+            )
         drift = check_drift(refs.features, frame[names])
         pred_cols = list(refs.predictions.feature_names) if refs.predictions is not None else []
         if refs.predictions is not None and set(pred_cols) <= set(frame.columns):
@@ -271,19 +328,28 @@ def monitor_once(plan: Plan, base_dir: Path, options: MonitorOptions | None = No
 
     def rollback(event: Any) -> None:
         reason = f"alert {event.alert_id} critical ({event.metric} {event.value:.4g})"
-        actions.append(rollback_rollout(plan, base, reason, opts.registry) if opts.act else
-                       {"action": "rollback", "done": False, "note": "report only"})
+        actions.append(
+            rollback_rollout(plan, base, reason, opts.registry)
+            if opts.act
+            else {"action": "rollback", "done": False, "note": "report only"}
+        )
 
     def retrain_action(event: Any) -> None:
         retrain_requests.append(f"alert '{event.alert_id}' critical (action retrain)")
         actions.append({"action": "retrain", "alert_id": event.alert_id, "requested": True})
 
-    monitor = AlertMonitor(plan, out_dir, callbacks={"notify": notify, "rollback": rollback,
-                                                     "retrain": retrain_action})
+    monitor = AlertMonitor(
+        plan, out_dir, callbacks={"notify": notify, "rollback": rollback, "retrain": retrain_action}
+    )
     monitor.restore(mstate.get("alerts", {}))
-    events = monitor.observe(now, live=live, drift=drift, prediction_drift=pred_drift,
-                             holdout_metrics=holdout if live_metrics is not None else None,
-                             live_metrics=live_metrics)
+    events = monitor.observe(
+        now,
+        live=live,
+        drift=drift,
+        prediction_drift=pred_drift,
+        holdout_metrics=holdout if live_metrics is not None else None,
+        live_metrics=live_metrics,
+    )
     levels = {a.id: monitor.firing.get(a.id, "ok") for a in plan.alerts}
     mstate["alerts"] = monitor.snapshot()
 
@@ -291,10 +357,13 @@ def monitor_once(plan: Plan, base_dir: Path, options: MonitorOptions | None = No
     if opts.evidently and drift is not None and refs.sample is not None:
         from specml.runtime.monitor.evidently_report import evidently_psi
 
-        threshold = next((a.warn or a.critical for a in plan.alerts if a.kind == "drift"), None) or 0.1
+        threshold = (
+            next((a.warn or a.critical for a in plan.alerts if a.kind == "drift"), None) or 0.1
+        )
         cols = [c for c in names if c in refs.sample.columns]
-        html_path = evidently_psi(refs.sample, frame, cols, threshold=threshold, out_dir=out_dir,
-                                  ours=drift).html_path
+        html_path = evidently_psi(
+            refs.sample, frame, cols, threshold=threshold, out_dir=out_dir, ours=drift
+        ).html_path
 
     rstate = RetrainState.load(out_dir / RETRAIN_STATE)
     rstate.alert_levels = dict(levels)
@@ -312,16 +381,20 @@ def monitor_once(plan: Plan, base_dir: Path, options: MonitorOptions | None = No
         except (TargetError, KeyError, ValueError, OSError):
             rstate.new_rows = None
     reasons = due_triggers(plan, rstate, now)
-    in_cooldown = (rstate.last_retrain_at is not None and plan.retraining is not None
-                   and now - rstate.last_retrain_at < plan.retraining.cooldown_seconds)
+    in_cooldown = (
+        rstate.last_retrain_at is not None
+        and plan.retraining is not None
+        and now - rstate.last_retrain_at < plan.retraining.cooldown_seconds
+    )
     if not reasons and not in_cooldown:
         reasons = retrain_requests
     retrained = None
     if reasons and opts.act:
         rstate.last_retrain_at = now
         rstate.save(out_dir / RETRAIN_STATE)  # before training: a crash must not retrain in a loop
-        retrained = (retrain_fn or retrain)(plan, base, reasons, time_scale=opts.time_scale,
-                                            console=opts.console)
+        retrained = (retrain_fn or retrain)(
+            plan, base, reasons, time_scale=opts.time_scale, console=opts.console
+        )
         if retrained.get("status") == "applied":
             try:
                 rstate.data_watermark = data_watermark(plan, base)
@@ -366,8 +439,16 @@ def ingest_labels(plan: Plan, base_dir: Path, label_file: Path) -> dict[str, Any
     wd = workdir(plan, Path(base_dir).resolve())
     requests = read_requests(request_log_dir(wd))
     if not len(requests):
-        raise TargetError([Diagnostic("the request log is empty: no prediction to label", stage="target",
-                                      code="no_requests", hint="serve some traffic first")])
+        raise TargetError(
+            [
+                Diagnostic(
+                    "the request log is empty: no prediction to label",
+                    stage="target",
+                    code="no_requests",
+                    hint="serve some traffic first",
+                )
+            ]
+        )
     result = live_metrics(plan, read_label_file(label_file), requests, entity_join_keys(plan))
     result["at"] = time.time()
     out = wd / "monitor" / LABELS

@@ -48,7 +48,9 @@ def server_config(
         )
     batching = plan.endpoint.batching
     serving = folder.parent
-    rollout = model_dir is None and plan.rollout is not None  # an explicit --model-dir serves just that
+    rollout = (
+        model_dir is None and plan.rollout is not None
+    )  # an explicit --model-dir serves just that
     return ServerConfig(
         model_dir=folder,
         host=host or plan.targets.local.host,
@@ -91,8 +93,15 @@ def serve(
     from specml.runtime.serving.server import serve_forever
 
     injected = FaultInjection.from_env()
-    config = server_config(plan, base_dir, host, port, model_dir,
-                           inject_latency_ms=injected.latency_ms, inject_error_rate=injected.error_rate)
+    config = server_config(
+        plan,
+        base_dir,
+        host,
+        port,
+        model_dir,
+        inject_latency_ms=injected.latency_ms,
+        inject_error_rate=injected.error_rate,
+    )
     if features_as_of and features_as_of != "now":
         import dataclasses
 

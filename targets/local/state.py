@@ -88,7 +88,9 @@ def _diff(old: Any, new: Any, path: str, out: list[str]) -> None:
             else:
                 _diff(old[key], new[key], sub, out)
     elif old != new:
-        out.append(f"~ {path}: {json.dumps(old, sort_keys=True)} -> {json.dumps(new, sort_keys=True)}")
+        out.append(
+            f"~ {path}: {json.dumps(old, sort_keys=True)} -> {json.dumps(new, sort_keys=True)}"
+        )
 
 
 def plan_changes(plan: Plan, base_dir: str | Path) -> list[str]:
@@ -99,15 +101,19 @@ def plan_changes(plan: Plan, base_dir: str | Path) -> list[str]:
     state = load_state(folder)
     current = data_hash(plan, Path(base_dir))
     if state is None:
-        return [f"first apply: validate data, materialize {len(plan.features.views)} feature "
-                f"view(s), train {plan.training.model.type}, evaluate, export ONNX, register "
-                f"'{plan.registry.name}' (state: {folder / STATE_FILE})"]
+        return [
+            f"first apply: validate data, materialize {len(plan.features.views)} feature "
+            f"view(s), train {plan.training.model.type}, evaluate, export ONNX, register "
+            f"'{plan.registry.name}' (state: {folder / STATE_FILE})"
+        ]
     if is_up_to_date(state, plan, current):
         return []
     changes: list[str] = []
     if state.get("status") != "applied":
-        changes.append(f"the last apply ended with status '{state.get('status')}' "
-                       f"(run {state.get('last_run_id')}): it will run again")
+        changes.append(
+            f"the last apply ended with status '{state.get('status')}' "
+            f"(run {state.get('last_run_id')}): it will run again"
+        )
     if state.get("spec_hash") != plan.spec_hash:
         lines: list[str] = []
         recorded = state.get("plan")
@@ -123,6 +129,8 @@ def plan_changes(plan: Plan, base_dir: str | Path) -> list[str]:
         now = source_hashes(plan, Path(base_dir))
         before = state.get("source_hashes", {})
         changed = [sid for sid in now if before.get(sid) != now[sid]]
-        changes.append(f"data changed (sources: {', '.join(changed) or 'unknown'}): "
-                       "re-materialize features and retrain")
+        changes.append(
+            f"data changed (sources: {', '.join(changed) or 'unknown'}): "
+            "re-materialize features and retrain"
+        )
     return changes

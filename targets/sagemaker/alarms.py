@@ -51,7 +51,9 @@ def _rollback_alert_ids(plan: Plan) -> set[str]:
 
 
 def _slo_breach_rolls_back(plan: Plan) -> bool:
-    return plan.rollout is not None and any(c.kind == "slo_breach" for c in plan.rollout.rollback_when)
+    return plan.rollout is not None and any(
+        c.kind == "slo_breach" for c in plan.rollout.rollback_when
+    )
 
 
 def _slo_alarms(plan: Plan, names: Names) -> list[AlarmSpec]:
@@ -65,25 +67,45 @@ def _slo_alarms(plan: Plan, names: Names) -> list[AlarmSpec]:
         ms = getattr(slo, metric)
         if ms is None:
             continue
-        out.append(AlarmSpec(
-            name=names.alarm("slo", pct, "latency"),
-            description=f"{plan.system.name}: {pct} model latency above the SLO of {ms:g} ms",
-            kind="latency", threshold=ms * 1000.0, percentile=pct, period_seconds=period,
-            evaluation_periods=periods, severity="critical", source="slo", rollback=rollback,
-        ))
+        out.append(
+            AlarmSpec(
+                name=names.alarm("slo", pct, "latency"),
+                description=f"{plan.system.name}: {pct} model latency above the SLO of {ms:g} ms",
+                kind="latency",
+                threshold=ms * 1000.0,
+                percentile=pct,
+                period_seconds=period,
+                evaluation_periods=periods,
+                severity="critical",
+                source="slo",
+                rollback=rollback,
+            )
+        )
     if slo.error_rate is not None:
-        out.append(AlarmSpec(
-            name=names.alarm("slo", "error-rate"),
-            description=f"{plan.system.name}: 5XX error ratio above the SLO of {slo.error_rate:g}",
-            kind="error_rate", threshold=slo.error_rate, percentile=None, period_seconds=period,
-            evaluation_periods=periods, severity="critical", source="slo", rollback=rollback,
-        ))
+        out.append(
+            AlarmSpec(
+                name=names.alarm("slo", "error-rate"),
+                description=f"{plan.system.name}: 5XX error ratio above the SLO of {slo.error_rate:g}",
+                kind="error_rate",
+                threshold=slo.error_rate,
+                percentile=None,
+                period_seconds=period,
+                evaluation_periods=periods,
+                severity="critical",
+                source="slo",
+                rollback=rollback,
+            )
+        )
     return out
 
 
-def _alert_alarms(plan: Plan, alert: Alert, names: Names, rollback_ids: set[str]) -> list[AlarmSpec]:
+def _alert_alarms(
+    plan: Plan, alert: Alert, names: Names, rollback_ids: set[str]
+) -> list[AlarmSpec]:
     candidates: tuple[tuple[Severity, float | None], ...] = (
-        ("warn", alert.warn), ("critical", alert.critical))
+        ("warn", alert.warn),
+        ("critical", alert.critical),
+    )
     levels = [(sev, v) for sev, v in candidates if v is not None]
     # The most severe level is the one that rolls a deploy back; a warning only notifies.
     rollback_level = levels[-1][0] if levels else None
@@ -96,13 +118,20 @@ def _alert_alarms(plan: Plan, alert: Alert, names: Names, rollback_ids: set[str]
             threshold, unit = value * 1000.0, f"{value:g} ms"
         else:
             pct, kind, threshold, unit = None, "error_rate", value, f"{value:g}"
-        out.append(AlarmSpec(
-            name=names.alarm(alert.id, severity),
-            description=alert.description or f"{plan.system.name}: {alert.metric} above {unit}",
-            kind=kind, threshold=threshold, percentile=pct, period_seconds=60,
-            evaluation_periods=max(1, math.ceil(alert.for_seconds / 60)), severity=severity,
-            source=alert.id, rollback=wants_rollback and severity == rollback_level,
-        ))
+        out.append(
+            AlarmSpec(
+                name=names.alarm(alert.id, severity),
+                description=alert.description or f"{plan.system.name}: {alert.metric} above {unit}",
+                kind=kind,
+                threshold=threshold,
+                percentile=pct,
+                period_seconds=60,
+                evaluation_periods=max(1, math.ceil(alert.for_seconds / 60)),
+                severity=severity,
+                source=alert.id,
+                rollback=wants_rollback and severity == rollback_level,
+            )
+        )
     return out
 
 
@@ -117,30 +146,45 @@ def alarm_specs(plan: Plan, names: Names | None = None) -> tuple[list[AlarmSpec]
             specs.extend(_alert_alarms(plan, alert, names, rollback_ids))
             continue
         rolls_back = alert.id in rollback_ids
-        diags.append(Diagnostic(
-            f"sagemaker: alert '{alert.id}' ({alert.metric}) has no CloudWatch metric; no alarm is "
-            + ("created and SageMaker auto-rollback cannot react to it" if rolls_back
-               else "created for it"),
-            path=("rollout", "rollback_when") if rolls_back else ("alerts", alert.id),
-            hint="run `specml monitor` (or SageMaker Model Monitor) against the endpoint's captured "
-            "data to evaluate it",
-            severity="warning", stage="unsupported", code="sagemaker_alert_unsupported",
-        ))
+        diags.append(
+            Diagnostic(
+                f"sagemaker: alert '{alert.id}' ({alert.metric}) has no CloudWatch metric; no alarm is "
+                + (
+                    "created and SageMaker auto-rollback cannot react to it"
+                    if rolls_back
+                    else "created for it"
+                ),
+                path=("rollout", "rollback_when") if rolls_back else ("alerts", alert.id),
+                hint="run `specml monitor` (or SageMaker Model Monitor) against the endpoint's captured "
+                "data to evaluate it",
+                severity="warning",
+                stage="unsupported",
+                code="sagemaker_alert_unsupported",
+            )
+        )
     if plan.rollout and not any(s.rollback for s in specs) and plan.rollout.rollback_when:
-        diags.append(Diagnostic(
-            "sagemaker: no rollback condition maps to a CloudWatch alarm; deployments will not "
-            "roll back automatically",
-            path=("rollout", "rollback_when"), severity="warning", stage="unsupported",
-            code="sagemaker_no_rollback_alarm",
-        ))
+        diags.append(
+            Diagnostic(
+                "sagemaker: no rollback condition maps to a CloudWatch alarm; deployments will not "
+                "roll back automatically",
+                path=("rollout", "rollback_when"),
+                severity="warning",
+                stage="unsupported",
+                code="sagemaker_no_rollback_alarm",
+            )
+        )
     rolling = [s for s in specs if s.rollback]
     if len(rolling) > MAX_ROLLBACK_ALARMS:
-        diags.append(Diagnostic(
-            f"sagemaker: {len(rolling)} alarms would roll back a deploy; SageMaker takes at most "
-            f"{MAX_ROLLBACK_ALARMS}, the rest only notify",
-            path=("rollout", "rollback_when"), severity="warning", stage="unsupported",
-            code="sagemaker_rollback_alarm_limit",
-        ))
+        diags.append(
+            Diagnostic(
+                f"sagemaker: {len(rolling)} alarms would roll back a deploy; SageMaker takes at most "
+                f"{MAX_ROLLBACK_ALARMS}, the rest only notify",
+                path=("rollout", "rollback_when"),
+                severity="warning",
+                stage="unsupported",
+                code="sagemaker_rollback_alarm_limit",
+            )
+        )
         keep = {s.name for s in rolling[:MAX_ROLLBACK_ALARMS]}
         specs = [s if s.name in keep or not s.rollback else _no_rollback(s) for s in specs]
     return [_tagged(plan, s) for s in specs], diags
@@ -151,9 +195,12 @@ def _no_rollback(spec: AlarmSpec) -> AlarmSpec:
 
 
 def _tagged(plan: Plan, spec: AlarmSpec) -> AlarmSpec:
-    return AlarmSpec(**{**spec.__dict__, "tags": tags(
-        plan, severity=spec.severity, **{"specml:alert": spec.source}
-    )})
+    return AlarmSpec(
+        **{
+            **spec.__dict__,
+            "tags": tags(plan, severity=spec.severity, **{"specml:alert": spec.source}),
+        }
+    )
 
 
 def rollback_alarm_names(specs: list[AlarmSpec]) -> list[str]:

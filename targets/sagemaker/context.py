@@ -25,11 +25,17 @@ DEFAULT_INVOCATIONS_TARGET = 100.0
 def settings_of(plan: Plan) -> SagemakerSettings:
     """The Plan's SageMaker settings, or a TargetError saying how to add them."""
     if plan.targets.sagemaker is None:
-        raise TargetError([Diagnostic(
-            "the spec has no targets.sagemaker settings", path=("targets", "sagemaker"),
-            hint="add e.g. `targets: {sagemaker: {region: eu-west-1, instance_type: ml.m5.large}}`",
-            stage="target", code="sagemaker_missing_settings",
-        )])
+        raise TargetError(
+            [
+                Diagnostic(
+                    "the spec has no targets.sagemaker settings",
+                    path=("targets", "sagemaker"),
+                    hint="add e.g. `targets: {sagemaker: {region: eu-west-1, instance_type: ml.m5.large}}`",
+                    stage="target",
+                    code="sagemaker_missing_settings",
+                )
+            ]
+        )
     return plan.targets.sagemaker
 
 

@@ -9,8 +9,12 @@ from specml.compiler.ir import Dtype, Plan
 from specml.targets.sagemaker.naming import Names
 
 FEATURE_TYPE: dict[str, str] = {
-    "int32": "Integral", "int64": "Integral", "bool": "Integral",  # bool is stored as 0/1
-    "float32": "Fractional", "float64": "Fractional", "string": "String",
+    "int32": "Integral",
+    "int64": "Integral",
+    "bool": "Integral",  # bool is stored as 0/1
+    "float32": "Fractional",
+    "float64": "Fractional",
+    "string": "String",
 }
 EVENT_TIME_TYPE = "String"  # ISO-8601 timestamps, as the runtime's ingest writes them
 # Feature Store adds these columns itself; a feature may not use the names.
@@ -55,14 +59,23 @@ def feature_group_specs(plan: Plan, names: Names | None = None) -> list[FeatureG
         key = entity.join_keys[0]
         event_time = sources[view.source_id].timestamp_field
         features = [(key, feature_type(entity.dtype)), (event_time, EVENT_TIME_TYPE)]
-        features += [(f.name, feature_type(f.dtype)) for f in view.fields
-                     if f.name not in (key, event_time)]
+        features += [
+            (f.name, feature_type(f.dtype)) for f in view.fields if f.name not in (key, event_time)
+        ]
         unit, value = _ttl(view.ttl_seconds)
-        out.append(FeatureGroupSpec(
-            view_id=view.id, name=names.feature_group(view.id), description=view.description,
-            record_identifier=key, event_time_feature=event_time, features=tuple(features),
-            online=view.online, ttl_unit=unit, ttl_value=value,
-        ))
+        out.append(
+            FeatureGroupSpec(
+                view_id=view.id,
+                name=names.feature_group(view.id),
+                description=view.description,
+                record_identifier=key,
+                event_time_feature=event_time,
+                features=tuple(features),
+                online=view.online,
+                ttl_unit=unit,
+                ttl_value=value,
+            )
+        )
     return out
 
 
@@ -71,35 +84,51 @@ def feature_diagnostics(plan: Plan) -> list[Diagnostic]:
     out: list[Diagnostic] = []
     for entity in plan.features.entities:
         if FEATURE_TYPE[entity.dtype] == "Fractional":
-            out.append(Diagnostic(
-                f"sagemaker: entity '{entity.id}' has dtype {entity.dtype}; a Feature Group's "
-                "record identifier must be Integral or String",
-                path=("features", "entities", entity.id, "dtype"),
-                hint="use an int64 or string key", severity="error", stage="unsupported",
-                code="sagemaker_fractional_key",
-            ))
+            out.append(
+                Diagnostic(
+                    f"sagemaker: entity '{entity.id}' has dtype {entity.dtype}; a Feature Group's "
+                    "record identifier must be Integral or String",
+                    path=("features", "entities", entity.id, "dtype"),
+                    hint="use an int64 or string key",
+                    severity="error",
+                    stage="unsupported",
+                    code="sagemaker_fractional_key",
+                )
+            )
         if len(entity.join_keys) > 1:
-            out.append(Diagnostic(
-                f"sagemaker: entity '{entity.id}' has {len(entity.join_keys)} join keys; a Feature "
-                "Group has one record identifier",
-                path=("features", "entities", entity.id, "join_keys"),
-                hint="add a single key column that combines them, and use it as the join key",
-                severity="error", stage="unsupported", code="sagemaker_composite_key",
-            ))
+            out.append(
+                Diagnostic(
+                    f"sagemaker: entity '{entity.id}' has {len(entity.join_keys)} join keys; a Feature "
+                    "Group has one record identifier",
+                    path=("features", "entities", entity.id, "join_keys"),
+                    hint="add a single key column that combines them, and use it as the join key",
+                    severity="error",
+                    stage="unsupported",
+                    code="sagemaker_composite_key",
+                )
+            )
     for view in plan.features.views:
         for f in view.fields:
             if f.name in RESERVED_FEATURE_NAMES:
-                out.append(Diagnostic(
-                    f"sagemaker: feature '{view.id}:{f.name}' uses a name Feature Store reserves "
-                    f"({', '.join(sorted(RESERVED_FEATURE_NAMES))})",
-                    path=("features", "views", view.id, "fields", f.name),
-                    hint="rename the field", severity="error", stage="unsupported",
-                    code="sagemaker_reserved_feature_name",
-                ))
+                out.append(
+                    Diagnostic(
+                        f"sagemaker: feature '{view.id}:{f.name}' uses a name Feature Store reserves "
+                        f"({', '.join(sorted(RESERVED_FEATURE_NAMES))})",
+                        path=("features", "views", view.id, "fields", f.name),
+                        hint="rename the field",
+                        severity="error",
+                        stage="unsupported",
+                        code="sagemaker_reserved_feature_name",
+                    )
+                )
             if f.dtype == "bool":
-                out.append(Diagnostic(
-                    f"sagemaker: bool feature '{view.id}:{f.name}' is stored as Integral (0/1)",
-                    path=("features", "views", view.id, "fields", f.name), severity="warning",
-                    stage="unsupported", code="sagemaker_bool_feature",
-                ))
+                out.append(
+                    Diagnostic(
+                        f"sagemaker: bool feature '{view.id}:{f.name}' is stored as Integral (0/1)",
+                        path=("features", "views", view.id, "fields", f.name),
+                        severity="warning",
+                        stage="unsupported",
+                        code="sagemaker_bool_feature",
+                    )
+                )
     return out

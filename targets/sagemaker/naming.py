@@ -39,7 +39,8 @@ class Names:
             project=f"specml-{prefix}",
             endpoint=sm_name(plan.endpoint.name),
             pipeline=sm_name(prefix, "training"),
-            model_package_group=sm_name(prefix, plan.registry.name) if plan.registry.name != prefix
+            model_package_group=sm_name(prefix, plan.registry.name)
+            if plan.registry.name != prefix
             else prefix,
         )
 
@@ -61,3 +62,14 @@ def tags(plan: Plan, **extra: str) -> dict[str, str]:
     out.update({"owner": plan.system.owner, SYSTEM_TAG: plan.system.name, "managed-by": "specml"})
     out.update(extra)
     return dict(sorted(out.items()))
+
+
+def container_environment(plan: Plan) -> dict[str, str]:
+    """The serving container's environment (the endpoint's Model and the registered package)."""
+    ep = plan.endpoint
+    return {
+        "SPECML_SYSTEM": plan.system.name,
+        "SPECML_MODEL_FORMAT": ep.format,
+        "SPECML_MAX_BATCH_SIZE": str(ep.batching.max_batch_size if ep.batching.enabled else 1),
+        "SPECML_MAX_DELAY_MS": f"{ep.batching.max_delay_ms:g}",
+    }

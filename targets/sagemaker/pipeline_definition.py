@@ -3,7 +3,10 @@
 Every step runs `python -m specml.runtime <kind> ...` in the spec's image: `train` as a
 Training job, the rest as Processing jobs. The evaluate step publishes its report as a
 property file; a Condition step checks the Plan's gates on it (JsonGet) and guards the
-gated steps (export, register), with a Fail step when a gate does not hold.
+gated steps (export, register), with a Fail step when a gate does not hold. Behind the gate, a
+native RegisterModel step also records the ONNX export as a version in the system's SageMaker
+model package group (pending manual approval, with the evaluation report as its model metrics),
+so the SageMaker Model Registry lists every version that passed the gates.
 
 Artifacts follow the runtime contract (as the local target lays them out): a Metrics output is
 a JSON file, a Dataset a parquet file, Model/Artifact outputs folders. SageMaker moves folders,
@@ -21,7 +24,7 @@ from importlib import resources
 from typing import Any
 
 from specml.compiler.ir import ArtifactType, Plan, Step
-from specml.targets.sagemaker.naming import SYSTEM_TAG, Names
+from specml.targets.sagemaker.naming import SYSTEM_TAG, Names, container_environment
 
 VERSION = "2020-12-01"
 EVAL_PROPERTY_FILE = "EvaluationReport"
@@ -29,6 +32,8 @@ EVAL_OUTPUT = "eval_metrics"  # the evaluate step's report: {"metrics": {...}, "
 EVAL_REPORT_FILE = f"{EVAL_OUTPUT}.json"  # a Metrics artifact is NAME.json in its folder
 SERVED_KIND = "export_onnx"  # its output is what the endpoint serves (model.onnx + serving.json)
 GATE_STEP = "gates"
+PACKAGE_STEP = "register_model_package"  # the native RegisterModel step
+PACKAGE_APPROVAL = "PendingManualApproval"
 FAIL_STEP = "gate_failed"
 PROCESSING_INSTANCE_TYPE = "ml.m5.xlarge"
 DATA_STEPS = frozenset({"validate_data", "materialize_features", "build_training_set"})
@@ -108,25 +113,40 @@ def _entrypoint(plan: Plan, step: Step, local: dict[str, str]) -> list[str]:
     packed = [local[name] for name, ref in sorted(step.inputs.items()) if _is_packed(plan, ref)]
     if not packed:
         return ["python", "-m", "specml.runtime", step.kind]
-    unpack = " && ".join(f'tar -xzf {d}/model.tar.gz -C {d} && rm {d}/model.tar.gz' for d in packed)
-    return ["/bin/sh", "-c", f'{unpack} && exec python -m specml.runtime {step.kind} "$@"',
-            f"specml-{step.kind}"]
+    unpack = " && ".join(f"tar -xzf {d}/model.tar.gz -C {d} && rm {d}/model.tar.gz" for d in packed)
+    return [
+        "/bin/sh",
+        "-c",
+        f'{unpack} && exec python -m specml.runtime {step.kind} "$@"',
+        f"specml-{step.kind}",
+    ]
 
 
 def _retry(step: Step) -> list[Json]:
     if step.retries <= 0:
         return []
-    return [{
-        "ExceptionType": ["SageMaker.JOB_INTERNAL_ERROR", "SageMaker.CAPACITY_ERROR"],
-        "IntervalSeconds": 60, "BackoffRate": 2.0, "MaxAttempts": min(step.retries, 20),
-    }]
+    return [
+        {
+            "ExceptionType": ["SageMaker.JOB_INTERNAL_ERROR", "SageMaker.CAPACITY_ERROR"],
+            "IntervalSeconds": 60,
+            "BackoffRate": 2.0,
+            "MaxAttempts": min(step.retries, 20),
+        }
+    ]
 
 
 def _s3_input(name: str, uri: Any, local: str) -> Json:
-    return {"InputName": name, "AppManaged": False, "S3Input": {
-        "S3Uri": uri, "LocalPath": local, "S3DataType": "S3Prefix", "S3InputMode": "File",
-        "S3DataDistributionType": "FullyReplicated",
-    }}
+    return {
+        "InputName": name,
+        "AppManaged": False,
+        "S3Input": {
+            "S3Uri": uri,
+            "LocalPath": local,
+            "S3DataType": "S3Prefix",
+            "S3InputMode": "File",
+            "S3DataDistributionType": "FullyReplicated",
+        },
+    }
 
 
 def _plan_uri(refs: DeployRefs) -> str:
@@ -136,18 +156,24 @@ def _plan_uri(refs: DeployRefs) -> str:
 def _output_uri(plan: Plan, step: Step, output: str, refs: DeployRefs) -> Json:
     """Run-scoped, except the served model: models/<registry>/<execution id>/ (a version)."""
     if step.kind == SERVED_KIND:
-        return _join(f"s3://{refs.bucket}/models/{plan.registry.name}",
-                     _get("Execution.PipelineExecutionId"))
+        return _join(
+            f"s3://{refs.bucket}/models/{plan.registry.name}", _get("Execution.PipelineExecutionId")
+        )
     return _run_uri(refs, step.name, output)
 
 
 def _environment(plan: Plan, step: Step) -> dict[str, str]:
     """Where a step finds this system's SageMaker resources (names are fixed by the Plan)."""
     names = Names.for_plan(plan)
-    env = {"SPECML_SYSTEM": plan.system.name, "SPECML_STEP": step.name, "SPECML_TARGET": "sagemaker"}
+    env = {
+        "SPECML_SYSTEM": plan.system.name,
+        "SPECML_STEP": step.name,
+        "SPECML_TARGET": "sagemaker",
+    }
     if step.kind in ("materialize_features", "build_training_set"):
         env["SPECML_FEATURE_GROUPS"] = json.dumps(
-            {v.id: names.feature_group(v.id) for v in plan.features.views}, sort_keys=True)
+            {v.id: names.feature_group(v.id) for v in plan.features.views}, sort_keys=True
+        )
     if step.kind == "register":
         env["SPECML_MODEL_PACKAGE_GROUP"] = names.model_package_group
     return env
@@ -167,20 +193,30 @@ def _processing_step(plan: Plan, step: Step, refs: DeployRefs) -> Json:
     outputs = []
     for out in step.outputs:
         folder = f"{_PROC}/output/{out.name}"
-        outputs.append({"OutputName": out.name, "AppManaged": False, "S3Output": {
-            "S3Uri": _output_uri(plan, step, out.name, refs),
-            "LocalPath": folder,
-            "S3UploadMode": "EndOfJob",
-        }})
+        outputs.append(
+            {
+                "OutputName": out.name,
+                "AppManaged": False,
+                "S3Output": {
+                    "S3Uri": _output_uri(plan, step, out.name, refs),
+                    "LocalPath": folder,
+                    "S3UploadMode": "EndOfJob",
+                },
+            }
+        )
         args += ["--output", f"{out.name}={_artifact_path(folder, out.name, out.type)}"]
-    cluster: Json = {"InstanceCount": 1, "InstanceType": _get("Parameters.ProcessingInstanceType"),
-                     "VolumeSizeInGB": VOLUME_GB}
+    cluster: Json = {
+        "InstanceCount": 1,
+        "InstanceType": _get("Parameters.ProcessingInstanceType"),
+        "VolumeSizeInGB": VOLUME_GB,
+    }
     output_config: Json = {"Outputs": outputs}
     if refs.kms_key_id:
         cluster["VolumeKmsKeyId"] = refs.kms_key_id
         output_config["KmsKeyId"] = refs.kms_key_id
     body: Json = {
-        "Name": step.name, "Type": "Processing",
+        "Name": step.name,
+        "Type": "Processing",
         "Arguments": {
             "ProcessingResources": {"ClusterConfig": cluster},
             "AppSpecification": {
@@ -191,48 +227,82 @@ def _processing_step(plan: Plan, step: Step, refs: DeployRefs) -> Json:
             "RoleArn": refs.role_arn,
             "ProcessingInputs": inputs,
             "ProcessingOutputConfig": output_config,
-            "StoppingCondition": {"MaxRuntimeInSeconds": MAX_RUNTIME_S.get(step.kind, DEFAULT_MAX_RUNTIME_S)},
+            "StoppingCondition": {
+                "MaxRuntimeInSeconds": MAX_RUNTIME_S.get(step.kind, DEFAULT_MAX_RUNTIME_S)
+            },
             "Environment": _environment(plan, step),
             "Tags": [{"Key": SYSTEM_TAG, "Value": plan.system.name}],
         },
     }
     if step.kind == "evaluate":
-        body["PropertyFiles"] = [{
-            "PropertyFileName": EVAL_PROPERTY_FILE, "OutputName": EVAL_OUTPUT,
-            "FilePath": EVAL_REPORT_FILE,
-        }]
+        body["PropertyFiles"] = [
+            {
+                "PropertyFileName": EVAL_PROPERTY_FILE,
+                "OutputName": EVAL_OUTPUT,
+                "FilePath": EVAL_REPORT_FILE,
+            }
+        ]
     return body
 
 
 def _training_step(plan: Plan, step: Step, refs: DeployRefs) -> Json:
-    channels = [{"ChannelName": "plan", "DataSource": {"S3DataSource": {
-        "S3DataType": "S3Prefix", "S3Uri": _plan_uri(refs), "S3DataDistributionType": "FullyReplicated",
-    }}}]
-    args = ["--plan", "/opt/ml/input/data/plan/plan.json", "--workdir", "/opt/ml/output/work",
-            "--data-dir", "/opt/ml/input/data"]
+    channels = [
+        {
+            "ChannelName": "plan",
+            "DataSource": {
+                "S3DataSource": {
+                    "S3DataType": "S3Prefix",
+                    "S3Uri": _plan_uri(refs),
+                    "S3DataDistributionType": "FullyReplicated",
+                }
+            },
+        }
+    ]
+    args = [
+        "--plan",
+        "/opt/ml/input/data/plan/plan.json",
+        "--workdir",
+        "/opt/ml/output/work",
+        "--data-dir",
+        "/opt/ml/input/data",
+    ]
     for name, ref in sorted(step.inputs.items()):
-        channels.append({"ChannelName": name, "DataSource": {"S3DataSource": {
-            "S3DataType": "S3Prefix", "S3Uri": _source_uri(plan, ref),
-            "S3DataDistributionType": "FullyReplicated",
-        }}})
-        file = _artifact_path(f"/opt/ml/input/data/{name}", ref.split(".", 1)[1],
-                              _artifact_type(plan, ref))
+        channels.append(
+            {
+                "ChannelName": name,
+                "DataSource": {
+                    "S3DataSource": {
+                        "S3DataType": "S3Prefix",
+                        "S3Uri": _source_uri(plan, ref),
+                        "S3DataDistributionType": "FullyReplicated",
+                    }
+                },
+            }
+        )
+        file = _artifact_path(
+            f"/opt/ml/input/data/{name}", ref.split(".", 1)[1], _artifact_type(plan, ref)
+        )
         args += ["--input", f"{name}={file}"]
     for out in step.outputs:
         # SageMaker uploads /opt/ml/model as model.tar.gz and /opt/ml/output/data as output.tar.gz.
         folder = "/opt/ml/model" if out.type == "Model" else f"/opt/ml/output/data/{out.name}"
         args += ["--output", f"{out.name}={_artifact_path(folder, out.name, out.type)}"]
-    resource: Json = {"InstanceCount": 1, "InstanceType": _get("Parameters.TrainingInstanceType"),
-                      "VolumeSizeInGB": VOLUME_GB}
+    resource: Json = {
+        "InstanceCount": 1,
+        "InstanceType": _get("Parameters.TrainingInstanceType"),
+        "VolumeSizeInGB": VOLUME_GB,
+    }
     output_config: Json = {"S3OutputPath": _run_uri(refs, step.name, "output")}
     if refs.kms_key_id:
         resource["VolumeKmsKeyId"] = refs.kms_key_id
         output_config["KmsKeyId"] = refs.kms_key_id
     return {
-        "Name": step.name, "Type": "Training",
+        "Name": step.name,
+        "Type": "Training",
         "Arguments": {
             "AlgorithmSpecification": {
-                "TrainingImage": _get("Parameters.ImageUri"), "TrainingInputMode": "File",
+                "TrainingImage": _get("Parameters.ImageUri"),
+                "TrainingInputMode": "File",
                 "ContainerEntrypoint": ["python", "-m", "specml.runtime", step.kind],
                 "ContainerArguments": args,
             },
@@ -240,7 +310,9 @@ def _training_step(plan: Plan, step: Step, refs: DeployRefs) -> Json:
             "OutputDataConfig": output_config,
             "ResourceConfig": resource,
             "RoleArn": refs.role_arn,
-            "StoppingCondition": {"MaxRuntimeInSeconds": MAX_RUNTIME_S.get(step.kind, DEFAULT_MAX_RUNTIME_S)},
+            "StoppingCondition": {
+                "MaxRuntimeInSeconds": MAX_RUNTIME_S.get(step.kind, DEFAULT_MAX_RUNTIME_S)
+            },
             "Environment": _environment(plan, step),
             "Tags": [{"Key": SYSTEM_TAG, "Value": plan.system.name}],
         },
@@ -259,28 +331,92 @@ def _job_step(plan: Plan, step: Step, refs: DeployRefs) -> Json:
 
 
 def _report_value(evaluate: str, path: str) -> Json:
-    return {"Std:JsonGet": {
-        "PropertyFile": _get(f"Steps.{evaluate}.PropertyFiles.{EVAL_PROPERTY_FILE}"), "Path": path,
-    }}
+    return {
+        "Std:JsonGet": {
+            "PropertyFile": _get(f"Steps.{evaluate}.PropertyFiles.{EVAL_PROPERTY_FILE}"),
+            "Path": path,
+        }
+    }
 
 
 def _conditions(plan: Plan) -> list[Json]:
     evaluate = next(s.name for s in plan.steps if s.kind == "evaluate")
     conds: list[Json] = []
     for gate in plan.evaluation.gates:
-        conds.append({
-            "Type": "GreaterThanOrEqualTo" if gate.op == ">=" else "LessThanOrEqualTo",
-            "LeftValue": _report_value(evaluate, f"metrics.{gate.metric}"),
-            "RightValue": gate.threshold,
-        })
+        conds.append(
+            {
+                "Type": "GreaterThanOrEqualTo" if gate.op == ">=" else "LessThanOrEqualTo",
+                "LeftValue": _report_value(evaluate, f"metrics.{gate.metric}"),
+                "RightValue": gate.threshold,
+            }
+        )
     if plan.evaluation.must_beat_production is not None:
         # The champion's metric lives in the registry: the evaluate step compares, adds that
         # gate to its report, and `gate_passed` is true only when every gate (it too) holds.
-        conds.append({
-            "Type": "Equals", "LeftValue": _report_value(evaluate, "gate_passed"),
-            "RightValue": True,
-        })
+        conds.append(
+            {
+                "Type": "Equals",
+                "LeftValue": _report_value(evaluate, "gate_passed"),
+                "RightValue": True,
+            }
+        )
     return conds
+
+
+def _package_step(plan: Plan, refs: DeployRefs) -> Json | None:
+    """A RegisterModel step: the served export as a model package version (CreateModelPackage)."""
+    served = next((s for s in plan.steps if s.kind == SERVED_KIND), None)
+    if served is None or not served.outputs:
+        return None
+    sm = plan.targets.sagemaker
+    after = [s.name for s in plan.steps if s.kind == "register"] or [served.name]
+    # The export folder (model.onnx + serving.json), uncompressed: the trailing '/' marks a prefix.
+    model_prefix = _join(_source_uri(plan, f"{served.name}.{served.outputs[0].name}"), "")
+    arguments: Json = {
+        "ModelPackageGroupName": Names.for_plan(plan).model_package_group,
+        "ModelPackageDescription": (
+            f"{plan.system.name}: model {plan.registry.name}, evaluation gates passed"
+        ),
+        "ModelApprovalStatus": PACKAGE_APPROVAL,
+        "InferenceSpecification": {
+            "Containers": [
+                {
+                    "Image": _get("Parameters.ImageUri"),
+                    "ModelDataSource": {
+                        "S3DataSource": {
+                            "S3Uri": model_prefix,
+                            "S3DataType": "S3Prefix",
+                            "CompressionType": "None",
+                        }
+                    },
+                    "Environment": container_environment(plan),
+                }
+            ],
+            "SupportedContentTypes": ["application/json"],
+            "SupportedResponseMIMETypes": ["application/json"],
+            "SupportedRealtimeInferenceInstanceTypes": [
+                sm.instance_type if sm else PROCESSING_INSTANCE_TYPE
+            ],
+        },
+        "CustomerMetadataProperties": {
+            "specml_system": plan.system.name,
+            "specml_spec_hash": plan.spec_hash,
+            "specml_registry": plan.registry.name,
+        },
+        "Tags": [{"Key": SYSTEM_TAG, "Value": plan.system.name}],
+    }
+    evaluate = next((s for s in plan.steps if s.kind == "evaluate"), None)
+    if evaluate is not None and any(o.name == EVAL_OUTPUT for o in evaluate.outputs):
+        report = _join(_source_uri(plan, f"{evaluate.name}.{EVAL_OUTPUT}"), EVAL_REPORT_FILE)
+        arguments["ModelMetrics"] = {
+            "ModelQuality": {"Statistics": {"ContentType": "application/json", "S3Uri": report}}
+        }
+    return {
+        "Name": PACKAGE_STEP,
+        "Type": "RegisterModel",
+        "DependsOn": after,
+        "Arguments": arguments,
+    }
 
 
 def build_definition(plan: Plan, refs: DeployRefs) -> Json:
@@ -290,33 +426,53 @@ def build_definition(plan: Plan, refs: DeployRefs) -> Json:
     ungated = [s for s in plan.steps if s.condition is None]
     gated = [s for s in plan.steps if s.condition == "gate_passed"]
     steps = [_job_step(plan, s, refs) for s in ungated]
+    package = _package_step(plan, refs)
     conditions = _conditions(plan) if gated else []
-    if gated and not conditions:  # nothing to check: the gated steps simply run
-        steps += [_job_step(plan, s, refs) for s in gated]
-    elif gated:
+    if not gated or not conditions:  # nothing to check: the gated steps simply run
+        steps += [_job_step(plan, s, refs) for s in gated] + ([package] if package else [])
+    else:
         gate_list = ", ".join(f"{g.metric} {g.op} {g.threshold:g}" for g in plan.evaluation.gates)
-        steps.append({
-            "Name": GATE_STEP, "Type": "Condition",
-            "Arguments": {
-                "Conditions": conditions,
-                "IfSteps": [_job_step(plan, s, refs) for s in gated],
-                "ElseSteps": [{"Name": FAIL_STEP, "Type": "Fail", "Arguments": {
-                    "ErrorMessage": f"{plan.system.name}: evaluation gates not met ({gate_list})",
-                }}],
-            },
-        })
+        steps.append(
+            {
+                "Name": GATE_STEP,
+                "Type": "Condition",
+                "Arguments": {
+                    "Conditions": conditions,
+                    "IfSteps": [_job_step(plan, s, refs) for s in gated]
+                    + ([package] if package else []),
+                    "ElseSteps": [
+                        {
+                            "Name": FAIL_STEP,
+                            "Type": "Fail",
+                            "Arguments": {
+                                "ErrorMessage": f"{plan.system.name}: evaluation gates not met ({gate_list})",
+                            },
+                        }
+                    ],
+                },
+            }
+        )
     return {
         "Version": VERSION,
         # Metadata values are plain strings in the definition schema AWS publishes.
-        "Metadata": {"specml_system": plan.system.name, "specml_spec_hash": plan.spec_hash,
-                     "specml_pipeline": names.pipeline},
+        "Metadata": {
+            "specml_system": plan.system.name,
+            "specml_spec_hash": plan.spec_hash,
+            "specml_pipeline": names.pipeline,
+        },
         "Parameters": [
             {"Name": "ImageUri", "Type": "String", "DefaultValue": refs.image_uri},
             {"Name": "DataUri", "Type": "String", "DefaultValue": f"s3://{refs.bucket}/data"},
-            {"Name": "ProcessingInstanceType", "Type": "String",
-             "DefaultValue": PROCESSING_INSTANCE_TYPE},
-            {"Name": "TrainingInstanceType", "Type": "String",
-             "DefaultValue": sm.training_instance_type if sm else "ml.m5.xlarge"},
+            {
+                "Name": "ProcessingInstanceType",
+                "Type": "String",
+                "DefaultValue": PROCESSING_INSTANCE_TYPE,
+            },
+            {
+                "Name": "TrainingInstanceType",
+                "Type": "String",
+                "DefaultValue": sm.training_instance_type if sm else "ml.m5.xlarge",
+            },
         ],
         "PipelineExperimentConfig": {
             "ExperimentName": _get("Execution.PipelineName"),
@@ -334,9 +490,11 @@ def definition_json(definition: Json) -> str:
 @lru_cache(maxsize=1)
 def definition_schema() -> Json:
     """The JSON Schema (schemas/pipeline_definition.schema.json) the definition must satisfy."""
-    text = resources.files("specml.targets.sagemaker.schemas").joinpath(
-        "pipeline_definition.schema.json"
-    ).read_text()
+    text = (
+        resources.files("specml.targets.sagemaker.schemas")
+        .joinpath("pipeline_definition.schema.json")
+        .read_text()
+    )
     return json.loads(text)
 
 
@@ -372,12 +530,17 @@ def validate_definition(definition: Json) -> list[str]:
         return errors
     steps = _walk_steps(definition["Steps"])
     names = [s["Name"] for s in steps]
-    errors += [f"duplicate step name '{n}'" for n in sorted({n for n in names if names.count(n) > 1})]
+    errors += [
+        f"duplicate step name '{n}'" for n in sorted({n for n in names if names.count(n) > 1})
+    ]
     params = {p["Name"] for p in definition.get("Parameters", [])}
     files = {(s["Name"], f["PropertyFileName"]) for s in steps for f in s.get("PropertyFiles", [])}
     for step in steps:
-        errors += [f"{step['Name']}: DependsOn unknown step '{d}'" for d in step.get("DependsOn", [])
-                   if d not in names]
+        errors += [
+            f"{step['Name']}: DependsOn unknown step '{d}'"
+            for d in step.get("DependsOn", [])
+            if d not in names
+        ]
         for ref in _gets(step):
             head, _, rest = ref.partition(".")
             if head == "Parameters" and rest not in params:
@@ -386,6 +549,9 @@ def validate_definition(definition: Json) -> list[str]:
                 target, _, prop = rest.partition(".")
                 if target not in names:
                     errors.append(f"{step['Name']}: reference to unknown step '{target}'")
-                elif prop.startswith("PropertyFiles.") and (target, prop.split(".", 1)[1]) not in files:
+                elif (
+                    prop.startswith("PropertyFiles.")
+                    and (target, prop.split(".", 1)[1]) not in files
+                ):
                     errors.append(f"{step['Name']}: unknown property file '{prop}' of '{target}'")
     return errors

@@ -35,30 +35,65 @@ from specml.targets.sagemaker.serving import build_serving
 def _bucket(ctx: Context) -> aws.s3.Bucket:
     p = ctx.names.prefix
     bucket = aws.s3.Bucket(f"{p}-artifacts", tags=ctx.tags, opts=ctx.opts)
-    aws.s3.BucketVersioning(f"{p}-artifacts", bucket=bucket.id,
-                            versioning_configuration={"status": "Enabled"}, opts=ctx.opts)
+    aws.s3.BucketVersioning(
+        f"{p}-artifacts",
+        bucket=bucket.id,
+        versioning_configuration={"status": "Enabled"},
+        opts=ctx.opts,
+    )
     default: dict[str, Any] = {"sse_algorithm": "AES256"}
     if ctx.kms_key is not None:
         default = {"sse_algorithm": "aws:kms", "kms_master_key_id": ctx.kms_key}
     aws.s3.BucketServerSideEncryptionConfiguration(
-        f"{p}-artifacts", bucket=bucket.id,
-        rules=[cast(Any, {"apply_server_side_encryption_by_default": default,
-                          "bucket_key_enabled": ctx.kms_key is not None})],
+        f"{p}-artifacts",
+        bucket=bucket.id,
+        rules=[
+            cast(
+                Any,
+                {
+                    "apply_server_side_encryption_by_default": default,
+                    "bucket_key_enabled": ctx.kms_key is not None,
+                },
+            )
+        ],
         opts=ctx.opts,
     )
     block = aws.s3.BucketPublicAccessBlock(
-        f"{p}-artifacts", bucket=bucket.id, block_public_acls=True, block_public_policy=True,
-        ignore_public_acls=True, restrict_public_buckets=True, opts=ctx.opts,
+        f"{p}-artifacts",
+        bucket=bucket.id,
+        block_public_acls=True,
+        block_public_policy=True,
+        ignore_public_acls=True,
+        restrict_public_buckets=True,
+        opts=ctx.opts,
     )
-    aws.s3.BucketOwnershipControls(f"{p}-artifacts", bucket=bucket.id,
-                                   rule={"object_ownership": "BucketOwnerEnforced"}, opts=ctx.opts)
-    deny_plain_http = pulumi.Output.json_dumps({"Version": "2012-10-17", "Statement": [{
-        "Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
-        "Resource": [bucket.arn, pulumi.Output.concat(bucket.arn, "/*")],
-        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-    }]})
-    aws.s3.BucketPolicy(f"{p}-artifacts", bucket=bucket.id, policy=deny_plain_http,
-                        opts=ctx.child(depends_on=[block]))
+    aws.s3.BucketOwnershipControls(
+        f"{p}-artifacts",
+        bucket=bucket.id,
+        rule={"object_ownership": "BucketOwnerEnforced"},
+        opts=ctx.opts,
+    )
+    deny_plain_http = pulumi.Output.json_dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "DenyInsecureTransport",
+                    "Effect": "Deny",
+                    "Principal": "*",
+                    "Action": "s3:*",
+                    "Resource": [bucket.arn, pulumi.Output.concat(bucket.arn, "/*")],
+                    "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                }
+            ],
+        }
+    )
+    aws.s3.BucketPolicy(
+        f"{p}-artifacts",
+        bucket=bucket.id,
+        policy=deny_plain_http,
+        opts=ctx.child(depends_on=[block]),
+    )
     return bucket
 
 
@@ -71,16 +106,31 @@ def _role_arn(ctx: Context, bucket: aws.s3.Bucket, image: pulumi.Output[str]) ->
         key = ctx.config.get(CONFIG_ROLE_OUTPUT) or DEFAULT_ROLE_OUTPUT
         return ref.require_output(key)
     p = ctx.names.prefix
-    role = aws.iam.Role(f"{p}-sagemaker-exec", assume_role_policy=json.dumps(iam.ASSUME_ROLE_POLICY),
-                        description=f"SageMaker execution role for {ctx.plan.system.name} (specml)",
-                        tags=ctx.tags, opts=ctx.opts)
+    role = aws.iam.Role(
+        f"{p}-sagemaker-exec",
+        assume_role_policy=json.dumps(iam.ASSUME_ROLE_POLICY),
+        description=f"SageMaker execution role for {ctx.plan.system.name} (specml)",
+        tags=ctx.tags,
+        opts=ctx.opts,
+    )
     kms = ctx.kms_key if ctx.kms_key is not None else pulumi.Output.from_input("")
     policy = pulumi.Output.all(ctx.partition, ctx.account, bucket.arn, role.arn, kms, image).apply(
-        lambda a: json.dumps(iam.execution_policy(iam.PolicyScope(
-            partition=a[0], region=s.region, account=a[1], bucket_arn=a[2], role_arn=a[3],
-            system=ctx.plan.system.name, kms_key_arn=a[4] or None,
-            ecr_repository_arn=iam.ecr_repository_arn(a[5], a[0]),
-        ), ctx.names), sort_keys=True)
+        lambda a: json.dumps(
+            iam.execution_policy(
+                iam.PolicyScope(
+                    partition=a[0],
+                    region=s.region,
+                    account=a[1],
+                    bucket_arn=a[2],
+                    role_arn=a[3],
+                    system=ctx.plan.system.name,
+                    kms_key_arn=a[4] or None,
+                    ecr_repository_arn=iam.ecr_repository_arn(a[5], a[0]),
+                ),
+                ctx.names,
+            ),
+            sort_keys=True,
+        )
     )
     aws.iam.RolePolicy(f"{p}-sagemaker-exec", role=role.id, policy=policy, opts=ctx.opts)
     return role.arn
@@ -98,31 +148,47 @@ def _feature_groups(ctx: Context, bucket: aws.s3.Bucket, role_arn: pulumi.Output
             offline["s3_storage_config"]["kms_key_id"] = ctx.kms_key
             if spec.online:
                 online["security_config"] = {"kms_key_id": ctx.kms_key}
-        groups.append(aws.sagemaker.FeatureGroup(
-            spec.name, feature_group_name=spec.name, description=spec.description or None,
-            record_identifier_feature_name=spec.record_identifier,
-            event_time_feature_name=spec.event_time_feature,
-            feature_definitions=[cast(Any, {"feature_name": n, "feature_type": t})
-                                 for n, t in spec.features],
-            online_store_config=cast(Any, online), offline_store_config=cast(Any, offline),
-            role_arn=role_arn,
-            tags=tags(ctx.plan, **{"specml:feature-view": spec.view_id}), opts=ctx.opts,
-        ))
+        groups.append(
+            aws.sagemaker.FeatureGroup(
+                spec.name,
+                feature_group_name=spec.name,
+                description=spec.description or None,
+                record_identifier_feature_name=spec.record_identifier,
+                event_time_feature_name=spec.event_time_feature,
+                feature_definitions=[
+                    cast(Any, {"feature_name": n, "feature_type": t}) for n, t in spec.features
+                ],
+                online_store_config=cast(Any, online),
+                offline_store_config=cast(Any, offline),
+                role_arn=role_arn,
+                tags=tags(ctx.plan, **{"specml:feature-view": spec.view_id}),
+                opts=ctx.opts,
+            )
+        )
     return groups
 
 
-def _pipeline(ctx: Context, bucket: aws.s3.Bucket, role_arn: pulumi.Output[str],
-              image: pulumi.Output[str]) -> aws.sagemaker.Pipeline:
+def _pipeline(
+    ctx: Context, bucket: aws.s3.Bucket, role_arn: pulumi.Output[str], image: pulumi.Output[str]
+) -> aws.sagemaker.Pipeline:
     kms = ctx.kms_key if ctx.kms_key is not None else pulumi.Output.from_input("")
     definition = pulumi.Output.all(bucket.bucket, role_arn, image, kms).apply(
-        lambda a: definition_json(build_definition(ctx.plan, DeployRefs(
-            bucket=a[0], role_arn=a[1], image_uri=a[2], kms_key_id=a[3] or None)))
+        lambda a: definition_json(
+            build_definition(
+                ctx.plan,
+                DeployRefs(bucket=a[0], role_arn=a[1], image_uri=a[2], kms_key_id=a[3] or None),
+            )
+        )
     )
     return aws.sagemaker.Pipeline(
-        ctx.names.pipeline, pipeline_name=ctx.names.pipeline,
+        ctx.names.pipeline,
+        pipeline_name=ctx.names.pipeline,
         pipeline_display_name=ctx.names.pipeline,
         pipeline_description=f"specml training pipeline for {ctx.plan.system.name}",
-        pipeline_definition=definition, role_arn=role_arn, tags=ctx.tags, opts=ctx.opts,
+        pipeline_definition=definition,
+        role_arn=role_arn,
+        tags=ctx.tags,
+        opts=ctx.opts,
     )
 
 
@@ -135,7 +201,10 @@ def build(plan_json: str) -> dict[str, pulumi.Output[Any]]:
     provider = aws.Provider(f"{names.prefix}-aws", region=settings.region)
     invoke = pulumi.InvokeOutputOptions(provider=provider)
     ctx = Context(
-        plan=plan, settings=settings, names=names, config=config,
+        plan=plan,
+        settings=settings,
+        names=names,
+        config=config,
         opts=pulumi.ResourceOptions(provider=provider),
         account=aws.get_caller_identity_output(opts=invoke).account_id,
         partition=aws.get_partition_output(opts=invoke).partition,
@@ -143,20 +212,30 @@ def build(plan_json: str) -> dict[str, pulumi.Output[Any]]:
     )
     image = pulumi.Output.from_input(settings.image or config.require(CONFIG_IMAGE))
     bucket = _bucket(ctx)
-    aws.s3.BucketObjectv2(f"{names.prefix}-plan", bucket=bucket.id, key=PLAN_KEY,
-                          content=plan_json, content_type="application/json", tags=ctx.tags,
-                          opts=ctx.opts)
+    aws.s3.BucketObjectv2(
+        f"{names.prefix}-plan",
+        bucket=bucket.id,
+        key=PLAN_KEY,
+        content=plan_json,
+        content_type="application/json",
+        tags=ctx.tags,
+        opts=ctx.opts,
+    )
     role_arn = _role_arn(ctx, bucket, image)
     groups = _feature_groups(ctx, bucket, role_arn)
     aws.sagemaker.ModelPackageGroup(
-        names.model_package_group, model_package_group_name=names.model_package_group,
+        names.model_package_group,
+        model_package_group_name=names.model_package_group,
         model_package_group_description=f"{plan.system.name} models registered by the pipeline",
-        tags=ctx.tags, opts=ctx.opts,
+        tags=ctx.tags,
+        opts=ctx.opts,
     )
     pipeline = _pipeline(ctx, bucket, role_arn, image)
     endpoint, alarms = build_serving(ctx, bucket, role_arn, image)
     outputs: dict[str, pulumi.Output[Any]] = {
-        "endpointName": endpoint.name, "bucketName": bucket.bucket, "pipelineArn": pipeline.arn,
+        "endpointName": endpoint.name,
+        "bucketName": bucket.bucket,
+        "pipelineArn": pipeline.arn,
         "executionRoleArn": role_arn,
         "featureGroupNames": pulumi.Output.all(*[g.feature_group_name for g in groups]),
         "alarmNames": pulumi.Output.all(*[a.name for a in alarms]),
@@ -164,4 +243,3 @@ def build(plan_json: str) -> dict[str, pulumi.Output[Any]]:
     for key, value in outputs.items():
         pulumi.export(key, value)
     return outputs
-

@@ -48,18 +48,25 @@ class TrafficRouting:
 
 def _warn(message: str, path: tuple[str | int, ...], hint: str | None = None) -> Diagnostic:
     return Diagnostic(
-        f"sagemaker: {message}", path=path, hint=hint, severity="warning", stage="unsupported",
+        f"sagemaker: {message}",
+        path=path,
+        hint=hint,
+        severity="warning",
+        stage="unsupported",
         code="sagemaker_rollout_approximated",
     )
 
 
 def _clamp_wait(seconds: int, path: tuple[str | int, ...], what: str, out: list[Diagnostic]) -> int:
     if seconds > MAX_WAIT_S:
-        out.append(_warn(
-            f"{what} is {seconds} s, SageMaker waits at most {MAX_WAIT_S} s between traffic "
-            f"shifts; using {MAX_WAIT_S} s",
-            path, hint="shorten the hold to 1h, or promote the rest by hand after watching the alarms",
-        ))
+        out.append(
+            _warn(
+                f"{what} is {seconds} s, SageMaker waits at most {MAX_WAIT_S} s between traffic "
+                f"shifts; using {MAX_WAIT_S} s",
+                path,
+                hint="shorten the hold to 1h, or promote the rest by hand after watching the alarms",
+            )
+        )
         return MAX_WAIT_S
     return seconds
 
@@ -67,10 +74,12 @@ def _clamp_wait(seconds: int, path: tuple[str | int, ...], what: str, out: list[
 def _percent(step: RolloutStep, out: list[Diagnostic]) -> int:
     pct = round(step.traffic_percent)
     if not math.isclose(pct, step.traffic_percent):
-        out.append(_warn(
-            f"traffic {step.traffic_percent}% is not a whole percent; using {pct}%",
-            ("rollout", "steps", step.index, "traffic"),
-        ))
+        out.append(
+            _warn(
+                f"traffic {step.traffic_percent}% is not a whole percent; using {pct}%",
+                ("rollout", "steps", step.index, "traffic"),
+            )
+        )
     return max(pct, 1)
 
 
@@ -80,20 +89,27 @@ def _shadow(plan: Plan, out: list[Diagnostic]) -> Shadow | None:
     shadows = [s for s in steps if s.kind == "shadow"]
     for s in shadows:
         if s.index != 0:
-            out.append(_warn(
-                "only a leading shadow step maps to a shadow production variant; this one is dropped",
-                ("rollout", "steps", s.index, "shadow"), hint="move the shadow step first",
-            ))
+            out.append(
+                _warn(
+                    "only a leading shadow step maps to a shadow production variant; this one is dropped",
+                    ("rollout", "steps", s.index, "shadow"),
+                    hint="move the shadow step first",
+                )
+            )
     if not steps or steps[0].kind != "shadow":
         return None
     first = steps[0]
-    out.append(_warn(
-        f"the shadow variant stays until the next `pulumi up`; SageMaker does not end it after "
-        f"{first.duration_seconds} s",
-        ("rollout", "steps", 0, "shadow"),
-        hint="compare the shadow's metrics, then deploy the challenger (README: promote)",
-    ))
-    return Shadow(sample_percent=first.shadow_sample_percent, duration_seconds=first.duration_seconds)
+    out.append(
+        _warn(
+            f"the shadow variant stays until the next `pulumi up`; SageMaker does not end it after "
+            f"{first.duration_seconds} s",
+            ("rollout", "steps", 0, "shadow"),
+            hint="compare the shadow's metrics, then deploy the challenger (README: promote)",
+        )
+    )
+    return Shadow(
+        sample_percent=first.shadow_sample_percent, duration_seconds=first.duration_seconds
+    )
 
 
 def _bake_seconds(plan: Plan) -> int:
@@ -118,66 +134,85 @@ def traffic_routing(plan: Plan) -> tuple[TrafficRouting, list[Diagnostic]]:
     if final is not None and final.traffic_percent >= 100 and final.duration_seconds:
         termination = min(final.duration_seconds, MAX_TERMINATION_WAIT_S)
         if final.duration_seconds > MAX_TERMINATION_WAIT_S:
-            out.append(_warn(
-                f"hold after 100% is {final.duration_seconds} s; SageMaker keeps the old fleet at "
-                f"most {MAX_TERMINATION_WAIT_S} s",
-                ("rollout", "steps", final.index, "hold"),
-            ))
+            out.append(
+                _warn(
+                    f"hold after 100% is {final.duration_seconds} s; SageMaker keeps the old fleet at "
+                    f"most {MAX_TERMINATION_WAIT_S} s",
+                    ("rollout", "steps", final.index, "hold"),
+                )
+            )
 
     kind: RoutingType
     step_pct: int | None = None
     if r.strategy == "blue_green" or not partial:
         kind, wait, shifts = "ALL_AT_ONCE", bake, 1
         for s in partial:
-            out.append(_warn(
-                f"blue_green shifts all traffic at once; the {s.traffic_percent}% step is dropped",
-                ("rollout", "steps", s.index),
-            ))
+            out.append(
+                _warn(
+                    f"blue_green shifts all traffic at once; the {s.traffic_percent}% step is dropped",
+                    ("rollout", "steps", s.index),
+                )
+            )
     else:
         pcts = [_percent(s, out) for s in partial]
         holds = [s.duration_seconds for s in partial]
         first = partial[0]
         equal = all(p == pcts[0] * (i + 1) for i, p in enumerate(pcts))
         linear_ok = (
-            len(pcts) >= 2 and equal and 100 % pcts[0] == 0 and len(set(holds)) == 1
+            len(pcts) >= 2
+            and equal
+            and 100 % pcts[0] == 0
+            and len(set(holds)) == 1
             and LINEAR_PERCENT_RANGE[0] <= pcts[0] <= LINEAR_PERCENT_RANGE[1]
         )
-        wait = _clamp_wait(first.duration_seconds, ("rollout", "steps", first.index, "hold"),
-                           f"hold after {pcts[0]}%", out)
+        wait = _clamp_wait(
+            first.duration_seconds,
+            ("rollout", "steps", first.index, "hold"),
+            f"hold after {pcts[0]}%",
+            out,
+        )
         if linear_ok:
             kind, step_pct, shifts = "LINEAR", pcts[0], 100 // pcts[0]
         else:
             kind, step_pct, shifts = "CANARY", pcts[0], 2
             if step_pct > MAX_CANARY_PERCENT:
-                out.append(_warn(
-                    f"a canary is at most {MAX_CANARY_PERCENT}% of the green fleet; using "
-                    f"{MAX_CANARY_PERCENT}% instead of {step_pct}%",
-                    ("rollout", "steps", first.index, "traffic"),
-                ))
+                out.append(
+                    _warn(
+                        f"a canary is at most {MAX_CANARY_PERCENT}% of the green fleet; using "
+                        f"{MAX_CANARY_PERCENT}% instead of {step_pct}%",
+                        ("rollout", "steps", first.index, "traffic"),
+                    )
+                )
                 step_pct = MAX_CANARY_PERCENT
             for s in partial[1:]:
-                out.append(_warn(
-                    f"CANARY routing shifts {step_pct}% then all remaining traffic at once; the "
-                    f"{s.traffic_percent:g}% step (hold {s.duration_seconds} s) is dropped",
-                    ("rollout", "steps", s.index),
-                    hint="use equal steps (e.g. 25/50/75/100 with equal holds) for LINEAR routing",
-                ))
+                out.append(
+                    _warn(
+                        f"CANARY routing shifts {step_pct}% then all remaining traffic at once; the "
+                        f"{s.traffic_percent:g}% step (hold {s.duration_seconds} s) is dropped",
+                        ("rollout", "steps", s.index),
+                        hint="use equal steps (e.g. 25/50/75/100 with equal holds) for LINEAR routing",
+                    )
+                )
         instances = plan.endpoint.min_replicas
         if step_pct * instances < 100:
-            out.append(_warn(
-                f"SageMaker sizes the {kind.lower()} step in whole instances of the green fleet; "
-                f"with {instances} instance(s), {step_pct}% is less than one instance, so the first "
-                f"shift is at least one instance ({100 // instances}% of capacity)",
-                ("serving", "replicas", "min"),
-                hint=f"set serving.replicas.min to at least {math.ceil(100 / step_pct)} for a "
-                f"{step_pct}% step",
-            ))
+            out.append(
+                _warn(
+                    f"SageMaker sizes the {kind.lower()} step in whole instances of the green fleet; "
+                    f"with {instances} instance(s), {step_pct}% is less than one instance, so the first "
+                    f"shift is at least one instance ({100 // instances}% of capacity)",
+                    ("serving", "replicas", "min"),
+                    hint=f"set serving.replicas.min to at least {math.ceil(100 / step_pct)} for a "
+                    f"{step_pct}% step",
+                )
+            )
     timeout = PROVISIONING_ALLOWANCE_S + shifts * wait + termination
     if timeout > MAX_EXECUTION_TIMEOUT_S:
-        out.append(_warn(
-            f"the rollout needs about {timeout} s; SageMaker stops a deployment after "
-            f"{MAX_EXECUTION_TIMEOUT_S} s",
-            ("rollout", "steps"),
-        ))
+        out.append(
+            _warn(
+                f"the rollout needs about {timeout} s; SageMaker stops a deployment after "
+                f"{MAX_EXECUTION_TIMEOUT_S} s",
+                ("rollout", "steps"),
+            )
+        )
     timeout = max(MIN_EXECUTION_TIMEOUT_S, min(MAX_EXECUTION_TIMEOUT_S, timeout))
     return TrafficRouting(kind, wait, step_pct, termination, timeout, shadow), out

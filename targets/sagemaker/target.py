@@ -19,22 +19,37 @@ from specml.targets.sagemaker.pipeline_definition import (
 )
 from specml.targets.sagemaker.rollout import traffic_routing
 
-FILES = ("Pulumi.yaml", "README.md", "__main__.py", "pipeline_definition.json", "plan.json",
-         "requirements.txt")
+FILES = (
+    "Pulumi.yaml",
+    "README.md",
+    "__main__.py",
+    "pipeline_definition.json",
+    "plan.json",
+    "requirements.txt",
+)
 
 
 def _missing_settings() -> Diagnostic:
     return Diagnostic(
-        "the spec has no targets.sagemaker settings", path=("targets", "sagemaker"),
+        "the spec has no targets.sagemaker settings",
+        path=("targets", "sagemaker"),
         hint="add e.g. `targets: {sagemaker: {region: eu-west-1, instance_type: ml.m5.large}}`",
-        stage="target", code="sagemaker_missing_settings",
+        stage="target",
+        code="sagemaker_missing_settings",
     )
 
 
-def _warn(message: str, path: tuple[str | int, ...], hint: str | None = None,
-          code: str = "sagemaker_note") -> Diagnostic:
-    return Diagnostic(f"sagemaker: {message}", path=path, hint=hint, severity="warning",
-                      stage="unsupported", code=code)
+def _warn(
+    message: str, path: tuple[str | int, ...], hint: str | None = None, code: str = "sagemaker_note"
+) -> Diagnostic:
+    return Diagnostic(
+        f"sagemaker: {message}",
+        path=path,
+        hint=hint,
+        severity="warning",
+        stage="unsupported",
+        code=code,
+    )
 
 
 def _settings_diagnostics(plan: Plan) -> list[Diagnostic]:
@@ -42,34 +57,44 @@ def _settings_diagnostics(plan: Plan) -> list[Diagnostic]:
     assert sm is not None
     out: list[Diagnostic] = []
     if not sm.image:
-        out.append(_warn(
-            "targets.sagemaker.image is not set; the Pulumi program requires config `image`",
-            ("targets", "sagemaker", "image"),
-            hint="set an ECR image with specml installed in the spec, or `pulumi config set image`",
-            code="sagemaker_image_from_config",
-        ))
+        out.append(
+            _warn(
+                "targets.sagemaker.image is not set; the Pulumi program requires config `image`",
+                ("targets", "sagemaker", "image"),
+                hint="set an ECR image with specml installed in the spec, or `pulumi config set image`",
+                code="sagemaker_image_from_config",
+            )
+        )
     if sm.role_arn or sm.role_from_stack:
-        out.append(_warn(
-            "the execution role is not created here, so it is not granted this system's bucket, "
-            "feature groups and logs",
-            ("targets", "sagemaker", "role"),
-            hint="grant it the statements of specml.targets.sagemaker.iam.execution_policy",
-            code="sagemaker_external_role",
-        ))
+        out.append(
+            _warn(
+                "the execution role is not created here, so it is not granted this system's bucket, "
+                "feature groups and logs",
+                ("targets", "sagemaker", "role"),
+                hint="grant it the statements of specml.targets.sagemaker.iam.execution_policy",
+                code="sagemaker_external_role",
+            )
+        )
     ep = plan.endpoint.resources
     if ep.cpu or ep.memory:
-        out.append(_warn(
-            f"serving.resources cpu/memory are not used; instance type {sm.instance_type} "
-            "decides the endpoint's capacity",
-            ("serving", "resources"), code="sagemaker_resources_ignored",
-        ))
+        out.append(
+            _warn(
+                f"serving.resources cpu/memory are not used; instance type {sm.instance_type} "
+                "decides the endpoint's capacity",
+                ("serving", "resources"),
+                code="sagemaker_resources_ignored",
+            )
+        )
     tr = plan.training.resources
     if tr.cpu or tr.memory:
-        out.append(_warn(
-            f"training.resources cpu/memory are not used; instance type "
-            f"{sm.training_instance_type} decides the training job's capacity",
-            ("training", "resources"), code="sagemaker_resources_ignored",
-        ))
+        out.append(
+            _warn(
+                f"training.resources cpu/memory are not used; instance type "
+                f"{sm.training_instance_type} decides the training job's capacity",
+                ("training", "resources"),
+                code="sagemaker_resources_ignored",
+            )
+        )
     return out
 
 
@@ -98,11 +123,17 @@ class SagemakerTarget:
         definition = build_definition(plan, placeholder_refs(plan))
         problems = validate_definition(definition)
         if problems:  # a bug in this target, not in the spec: say so plainly
-            raise TargetError([Diagnostic(
-                f"generated pipeline definition is invalid: {p}", stage="target",
-                code="sagemaker_invalid_definition",
-                hint="please report this: the spec is fine, the sagemaker target is not",
-            ) for p in problems])
+            raise TargetError(
+                [
+                    Diagnostic(
+                        f"generated pipeline definition is invalid: {p}",
+                        stage="target",
+                        code="sagemaker_invalid_definition",
+                        hint="please report this: the spec is fine, the sagemaker target is not",
+                    )
+                    for p in problems
+                ]
+            )
         contents = {
             "Pulumi.yaml": project.pulumi_yaml(plan),
             "README.md": project.readme(plan, diagnostics),

@@ -50,20 +50,32 @@ def test_compile_writes_files_and_check_detects_drift(tmp_path, echo_target):
     assert (out / "system.txt").read_text().startswith("churn\nsha256:")
     assert json.loads((out / ".specml-plan.json").read_text())["system"]["name"] == "churn"
 
-    ok = runner.invoke(app, ["compile", str(CHURN), "--target", echo_target, "-o", str(out), "--check"])
+    ok = runner.invoke(
+        app, ["compile", str(CHURN), "--target", echo_target, "-o", str(out), "--check"]
+    )
     assert ok.exit_code == 0, ok.output
 
     # an override changes the compiled output: --check must now fail and name the file
     stale = runner.invoke(
         app,
-        ["compile", str(CHURN), "training.hyperparameters.lr=0.01", "--target", echo_target,
-         "-o", str(out), "--check"],
+        [
+            "compile",
+            str(CHURN),
+            "training.hyperparameters.lr=0.01",
+            "--target",
+            echo_target,
+            "-o",
+            str(out),
+            "--check",
+        ],
     )
     assert stale.exit_code == 1
     assert "nested/lr.txt (changed)" in stale.output
 
     (out / "extra.txt").write_text("left over\n")
-    unexpected = runner.invoke(app, ["compile", str(CHURN), "--target", echo_target, "-o", str(out), "--check"])
+    unexpected = runner.invoke(
+        app, ["compile", str(CHURN), "--target", echo_target, "-o", str(out), "--check"]
+    )
     assert unexpected.exit_code == 1 and "extra.txt (unexpected)" in unexpected.output
 
 

@@ -22,15 +22,26 @@ def _spec_copy(tmp_path: Path) -> Path:
 
 
 def _record(run_id: str, status: str, version: str | None, auc: float) -> dict:
-    return {"run_id": run_id, "started": f"2026-11-2{run_id[-1]}T10:00:00+00:00", "status": status,
-            "model_version": version, "metrics": {"roc_auc": auc}, "step_seconds": {"train": 1.5}}
+    return {
+        "run_id": run_id,
+        "started": f"2026-11-2{run_id[-1]}T10:00:00+00:00",
+        "status": status,
+        "model_version": version,
+        "metrics": {"roc_auc": auc},
+        "step_seconds": {"train": 1.5},
+    }
 
 
 def test_runs_lists_history_newest_first_with_aliases(tmp_path: Path) -> None:
     spec = _spec_copy(tmp_path)
-    state = {"runs": [_record("run1", "applied", "1", 0.91), _record("run2", "gate_failed", None, 0.55),
-                      _record("run3", "applied", "2", 0.93)],
-             "aliases": {"champion": "1", "challenger": "2"}}
+    state = {
+        "runs": [
+            _record("run1", "applied", "1", 0.91),
+            _record("run2", "gate_failed", None, 0.55),
+            _record("run3", "applied", "2", 0.93),
+        ],
+        "aliases": {"champion": "1", "challenger": "2"},
+    }
     save_state(workdir(plan_file(spec), tmp_path), state)
 
     result = runner.invoke(app, ["runs", str(spec), "--format", "json"])
@@ -39,7 +50,9 @@ def test_runs_lists_history_newest_first_with_aliases(tmp_path: Path) -> None:
     assert [r["run_id"] for r in doc["runs"]] == ["run3", "run2", "run1"]
     assert doc["aliases"] == {"champion": "1", "challenger": "2"}
 
-    limited = json.loads(runner.invoke(app, ["runs", str(spec), "--format", "json", "--limit", "1"]).stdout)
+    limited = json.loads(
+        runner.invoke(app, ["runs", str(spec), "--format", "json", "--limit", "1"]).stdout
+    )
     assert [r["run_id"] for r in limited["runs"]] == ["run3"]
 
     human = runner.invoke(app, ["runs", str(spec)])

@@ -84,7 +84,12 @@ def test_plan_json_is_identical_across_processes_with_different_hash_seeds() -> 
         env = {**os.environ, "PYTHONHASHSEED": seed}
         done = subprocess.run(
             [sys.executable, "-c", script, *map(str, EXAMPLES)],
-            capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=True,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+            timeout=120,
+            check=True,
         )
         outputs.append(json.loads(done.stdout))
     assert outputs[0] == outputs[1]

@@ -26,18 +26,38 @@ HEADER = re.compile(r"^# yaml-language-server: \$schema=(\S+)$")
 
 # Corpus specs whose problem the JSON Schema can express (shape, type, range, pattern, enum).
 SCHEMA_EXPRESSIBLE = [
-    "misspelt_top_level_key", "misspelt_view_key", "misspelt_hyperparameter",
-    "misspelt_batching_key", "misspelt_sagemaker_key", "wrong_type_epochs",
-    "wrong_type_join_keys", "wrong_type_fields_list", "wrong_dtype", "out_of_range_holdout",
-    "out_of_range_port", "huge_batch_size", "wrong_api_version", "bad_system_name",
-    "unknown_model_type", "missing_model", "bad_region", "bad_duration_ttl", "bad_duration_hold",
-    "rollout_traffic_over_100", "secret_webhook_literal", "many_errors_reported_together",
+    "misspelt_top_level_key",
+    "misspelt_view_key",
+    "misspelt_hyperparameter",
+    "misspelt_batching_key",
+    "misspelt_sagemaker_key",
+    "wrong_type_epochs",
+    "wrong_type_join_keys",
+    "wrong_type_fields_list",
+    "wrong_dtype",
+    "out_of_range_holdout",
+    "out_of_range_port",
+    "huge_batch_size",
+    "wrong_api_version",
+    "bad_system_name",
+    "unknown_model_type",
+    "missing_model",
+    "bad_region",
+    "bad_duration_ttl",
+    "bad_duration_hold",
+    "rollout_traffic_over_100",
+    "secret_webhook_literal",
+    "many_errors_reported_together",
     "alert_without_thresholds",
 ]
 # Cross-reference and semantic rules the schema cannot express: only the compiler catches them.
 COMPILER_ONLY = [
-    "unknown_entity_ref", "unknown_alert_ref_rollback", "rollout_traffic_not_increasing",
-    "label_leaks_into_features", "gpu_training_on_cpu_instance", "alert_warn_not_below_critical",
+    "unknown_entity_ref",
+    "unknown_alert_ref_rollback",
+    "rollout_traffic_not_increasing",
+    "label_leaks_into_features",
+    "gpu_training_on_cpu_instance",
+    "alert_warn_not_below_critical",
 ]
 
 
@@ -62,7 +82,9 @@ def test_example_validates_without_warnings_and_lowers(spec: Path) -> None:
 
 @pytest.mark.parametrize("spec", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_example_matches_json_schema(spec: Path, validator: Draft202012Validator) -> None:
-    errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(load_file(spec).data)]
+    errors = [
+        f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(load_file(spec).data)
+    ]
     assert errors == []
 
 

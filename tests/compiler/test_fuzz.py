@@ -37,7 +37,13 @@ Path_ = tuple[str | int, ...]
 def _paths(node: Any, at: Path_ = ()) -> list[Path_]:
     """Every path in a document (mapping keys and list indexes), root excluded."""
     out: list[Path_] = []
-    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else []
+    items = (
+        node.items()
+        if isinstance(node, dict)
+        else enumerate(node)
+        if isinstance(node, list)
+        else []
+    )
     for key, child in items:
         out.append((*at, key))
         out += _paths(child, (*at, key))
@@ -59,8 +65,21 @@ WEIRD_VALUES = st.one_of(
     st.sampled_from([10**30, -1, 0, 1e308, float("nan"), float("inf"), "", " ", "~", "null"]),
     st.text(max_size=30),
     st.text(alphabet=st.characters(min_codepoint=0x80, max_codepoint=0x2FFFF), max_size=12),
-    st.sampled_from(["30 days", "7d", "0 3 * * 1", "* * *", "AKIAIOSFODNN7EXAMPLE", "psi",
-                     "roc_auc_drop", "slo_breach", "ml.g5.xlarge", "gpu", "{env: X}"]),
+    st.sampled_from(
+        [
+            "30 days",
+            "7d",
+            "0 3 * * 1",
+            "* * *",
+            "AKIAIOSFODNN7EXAMPLE",
+            "psi",
+            "roc_auc_drop",
+            "slo_breach",
+            "ml.g5.xlarge",
+            "gpu",
+            "{env: X}",
+        ]
+    ),
     st.lists(st.integers(), max_size=3),
     st.dictionaries(st.text(max_size=8), st.integers(), max_size=3),
     st.integers(min_value=1, max_value=90).map(_nested),
@@ -85,8 +104,14 @@ def _mutate(doc: Any, data: st.DataObject) -> Any:
     elif kind == "replace":
         parent[last] = data.draw(WEIRD_VALUES, label="value")
     elif kind == "rename" and isinstance(parent, dict):
-        new = data.draw(st.one_of(st.text(min_size=1, max_size=12), st.just(str(last) + "x"),
-                                  st.just(str(last)[:-1] or "k")), label="new key")
+        new = data.draw(
+            st.one_of(
+                st.text(min_size=1, max_size=12),
+                st.just(str(last) + "x"),
+                st.just(str(last)[:-1] or "k"),
+            ),
+            label="new key",
+        )
         parent[new] = parent.pop(last)
     elif kind == "duplicate" and isinstance(parent, list):
         parent.insert(last, copy.deepcopy(parent[last]))
@@ -111,7 +136,9 @@ def _assert_valid_or_spec_error(run: Any) -> None:
 
 @FUZZ
 @given(name=st.sampled_from(sorted(EXAMPLES)), count=st.integers(1, 3), data=st.data())
-def test_mutated_example_specs_fail_only_with_spec_error(name: str, count: int, data: st.DataObject) -> None:
+def test_mutated_example_specs_fail_only_with_spec_error(
+    name: str, count: int, data: st.DataObject
+) -> None:
     doc = copy.deepcopy(EXAMPLES[name])
     for _ in range(count):
         if _paths(doc):
@@ -133,7 +160,15 @@ def test_mutated_documents_without_positions_fail_only_with_spec_error(
     _assert_valid_or_spec_error(lambda: validate_doc(SourceDoc(file="x.yaml", data=doc)))
 
 
-YAML_TOKENS = [*":-[]{}&*!|>'\"#?,%@` \n\tab01.~<=", "apiVersion", "kind", "\u00e9", "  ", "- ", ": "]
+YAML_TOKENS = [
+    *":-[]{}&*!|>'\"#?,%@` \n\tab01.~<=",
+    "apiVersion",
+    "kind",
+    "\u00e9",
+    "  ",
+    "- ",
+    ": ",
+]
 YAMLISH = st.lists(st.sampled_from(YAML_TOKENS), max_size=80).map("".join)
 
 

@@ -49,7 +49,8 @@ def test_corpus_is_big_enough_and_every_spec_has_a_sidecar() -> None:
     missing = [s.name for s in CORPUS if not s.with_name(s.stem + ".expected.json").exists()]
     assert missing == []
     orphans = [
-        j.name for j in INVALID.glob("*.expected.json")
+        j.name
+        for j in INVALID.glob("*.expected.json")
         if not j.with_name(j.name.removesuffix(".expected.json") + ".yaml").exists()
     ]
     assert orphans == []
@@ -61,8 +62,9 @@ def test_invalid_spec_reports_expected_diagnostics(spec: Path) -> None:
     assert error.errors, "rejected without any error-severity diagnostic"
     for d in error.diagnostics:
         assert d.file == str(spec), f"diagnostic points at {d.file}, not the spec"
-    rendered = "\n".join(f"  {d.line}:{d.col} {d.yaml_path}: {d.message} (hint: {d.hint})"
-                         for d in error.diagnostics)
+    rendered = "\n".join(
+        f"  {d.line}:{d.col} {d.yaml_path}: {d.message} (hint: {d.hint})" for d in error.diagnostics
+    )
     for want in _expected(spec):
         assert any(_matches(d, want) for d in error.diagnostics), (
             f"expected {want}\nbut got:\n{rendered}"
@@ -91,7 +93,7 @@ def test_cli_json_format_lists_the_same_diagnostics() -> None:
     assert result.exit_code == 1
     found = {(d.line, d.col, d.yaml_path) for d in _rejection(spec).errors}
     text = result.output
-    payload = json.loads(text[text.index("{"):])
+    payload = json.loads(text[text.index("{") :])
     listed = {
         (d["line"], d["col"], d["path"])
         for d in _walk_diagnostics(payload)
@@ -119,8 +121,13 @@ def test_errors_come_in_file_order() -> None:
 def test_unknown_keys_get_did_you_mean_at_every_depth() -> None:
     """Misspelt keys at depth 1, 3, 4 and 5 all get a suggestion naming the real key."""
     depths = {}
-    for name in ("misspelt_top_level_key", "misspelt_hyperparameter", "misspelt_view_key",
-                 "misspelt_batching_key", "misspelt_sagemaker_key"):
+    for name in (
+        "misspelt_top_level_key",
+        "misspelt_hyperparameter",
+        "misspelt_view_key",
+        "misspelt_batching_key",
+        "misspelt_sagemaker_key",
+    ):
         for d in _rejection(INVALID / f"{name}.yaml").errors:
             if d.code == "extra_forbidden":
                 assert d.hint and re.search(r"did you mean '\w+'\?", d.hint)

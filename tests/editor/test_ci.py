@@ -14,7 +14,9 @@ from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[2]
 BAD = "tests/editor/fixtures/misspelt_and_wrong_type.yaml"
-ANNOTATION = re.compile(r"^::(error|warning) file=([^,]+),line=(\d+),col=(\d+),title=specml \w+::(.+)$")
+ANNOTATION = re.compile(
+    r"^::(error|warning) file=([^,]+),line=(\d+),col=(\d+),title=specml \w+::(.+)$"
+)
 
 
 def _run(*args: str) -> tuple[int, str]:

@@ -40,10 +40,18 @@ def test_figures_from_a_real_prometheus_histogram() -> None:
     registry = CollectorRegistry()
     buckets = tuple(np.round(np.arange(0.001, 0.101, 0.001), 6))
     latency = Histogram(
-        "specml_request_latency_seconds", "l", ["model", "version"], buckets=buckets, registry=registry
+        "specml_request_latency_seconds",
+        "l",
+        ["model", "version"],
+        buckets=buckets,
+        registry=registry,
     )
-    requests = Counter("specml_requests_total", "r", ["model", "version", "code"], registry=registry)
-    errors = Counter("specml_request_errors_total", "e", ["model", "version", "code"], registry=registry)
+    requests = Counter(
+        "specml_requests_total", "r", ["model", "version", "code"], registry=registry
+    )
+    errors = Counter(
+        "specml_request_errors_total", "e", ["model", "version", "code"], registry=registry
+    )
     rng = np.random.default_rng(0)
     observed = rng.uniform(0.0, 0.08, 4000)
     for v in observed:
@@ -53,10 +61,16 @@ def test_figures_from_a_real_prometheus_histogram() -> None:
     requests.labels("churn", "2", "500").inc(10)
     errors.labels("churn", "2", "500").inc(10)
     before = parse_exposition("", at=0.0)
-    snap = parse_exposition(generate_latest(registry).decode(), {"model": "churn", "version": "2"}, at=60)
+    snap = parse_exposition(
+        generate_latest(registry).decode(), {"model": "churn", "version": "2"}, at=60
+    )
     live = figures(snap.minus(before))
     assert snap.latency.count == 4000
-    for q, got in ((0.5, live.p50_latency_ms), (0.95, live.p95_latency_ms), (0.99, live.p99_latency_ms)):
+    for q, got in (
+        (0.5, live.p50_latency_ms),
+        (0.95, live.p95_latency_ms),
+        (0.99, live.p99_latency_ms),
+    ):
         assert got == pytest.approx(np.quantile(observed, q) * 1000, abs=1.0)  # 1 ms buckets
     assert live.error_rate == pytest.approx(10 / 4000)
 
@@ -76,7 +90,9 @@ def fraud(tmp_path: Path):  # type: ignore[no-untyped-def]
     monitor = AlertMonitor(
         plan,
         tmp_path,
-        callbacks={a: (lambda e, a=a: actions.append((a, e.alert_id))) for a in ("rollback", "retrain")},
+        callbacks={
+            a: (lambda e, a=a: actions.append((a, e.alert_id))) for a in ("rollback", "retrain")
+        },
         env={},
     )
     return plan, monitor, actions
@@ -92,13 +108,21 @@ def test_latency_alert_fires_only_after_for_seconds(fraud) -> None:
     assert monitor.observe(1010.0 + alert.for_seconds - 1, live=slow) == []
     assert actions == []
     (event,) = monitor.observe(1010.0 + alert.for_seconds, live=slow)
-    assert (event.alert_id, event.level, event.value, event.threshold) == ("tail_latency", "critical", 40.0, 25.0)
+    assert (event.alert_id, event.level, event.value, event.threshold) == (
+        "tail_latency",
+        "critical",
+        40.0,
+        25.0,
+    )
     assert actions == [("rollback", "tail_latency")]
     assert monitor.observe(1200.0, live=slow) == []  # still firing: no repeat
     (resolved,) = monitor.observe(1201.0, live=LiveFigures(p99_latency_ms=2.0, error_rate=0.0))
     assert resolved.level == "ok"  # recovery is immediate
     logged = read_alert_log(monitor.workdir)
-    assert [(r["alert_id"], r["level"]) for r in logged] == [("tail_latency", "critical"), ("tail_latency", "ok")]
+    assert [(r["alert_id"], r["level"]) for r in logged] == [
+        ("tail_latency", "critical"),
+        ("tail_latency", "ok"),
+    ]
     assert logged[0]["system"] == plan.system.name
 
 
@@ -148,7 +172,9 @@ def test_webhook_gets_events_when_its_secret_resolves(tmp_path: Path) -> None:
         assert resolve_secret(plan.notifications.webhook_url, {"FRAUD_ALERT_WEBHOOK": url}) == url
         monitor = AlertMonitor(plan, tmp_path, env={"FRAUD_ALERT_WEBHOOK": url})
         monitor.observe(0.0, holdout_metrics={"pr_auc": 0.6}, live_metrics={"pr_auc": 0.4})
-        assert [(r["alert_id"], r["level"]) for r in _Sink.received] == [("precision_drop", "critical")]
+        assert [(r["alert_id"], r["level"]) for r in _Sink.received] == [
+            ("precision_drop", "critical")
+        ]
     finally:
         server.shutdown()
         server.server_close()
@@ -160,7 +186,10 @@ def test_unreachable_webhook_is_logged_not_raised(tmp_path: Path) -> None:
     probe.server_close()  # nothing listens there now
     plan = plan_file("specs/fraud.yaml")
     monitor = AlertMonitor(
-        plan, tmp_path, env={"FRAUD_ALERT_WEBHOOK": f"http://127.0.0.1:{port}/"}, webhook_timeout_s=0.5
+        plan,
+        tmp_path,
+        env={"FRAUD_ALERT_WEBHOOK": f"http://127.0.0.1:{port}/"},
+        webhook_timeout_s=0.5,
     )
     monitor.observe(0.0, holdout_metrics={"pr_auc": 0.6}, live_metrics={"pr_auc": 0.4})
     lines = [json.loads(x) for x in (tmp_path / "alerts.jsonl").read_text().splitlines()]

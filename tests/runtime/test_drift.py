@@ -80,7 +80,9 @@ def test_psi_matches_numpy_histogram(seed: int, bins: int) -> None:
     train, current = _frame(rng, 3000), _frame(rng, 2000, shift=0.3 * seed)
     report = check_drift(build_reference(train, NAMES, bins=bins), current)
     for j, name in enumerate(NAMES):
-        assert abs(report.value(name, "psi") - _numpy_psi(train[:, j], current[:, j], bins)) <= 1e-9, name
+        assert (
+            abs(report.value(name, "psi") - _numpy_psi(train[:, j], current[:, j], bins)) <= 1e-9
+        ), name
 
 
 @pytest.mark.parametrize("case", ["same", "shifted"])
@@ -173,7 +175,9 @@ def test_evidently_psi_verdicts_agree(tmp_path) -> None:
     for case, values in cases.items():
         current = pd.DataFrame(values, columns=NAMES[:3])
         ours = check_drift(ref, current)
-        theirs = evidently_psi(train, current, NAMES[:3], threshold=0.1, out_dir=tmp_path / case, ours=ours)
+        theirs = evidently_psi(
+            train, current, NAMES[:3], threshold=0.1, out_dir=tmp_path / case, ours=ours
+        )
         verdicts = {c: ours.value(c, "psi") >= 0.1 for c in NAMES[:3]}
         assert theirs.drifted == verdicts, (case, theirs.psi, ours.to_json())
         assert all(theirs.drifted.values()) == (case == "shifted")
@@ -211,7 +215,9 @@ def test_ks_is_exact_on_ties_extremes_and_crowded_buckets(tables: str) -> None:
         ref = build_reference(train[:, None], ["a"])
         if tables == "tiny":
             grid = np.union1d(ref.ks_values[0], ref.edges[0])
-            object.__setattr__(ref, "counter", _GridCounter.build([grid], factor=1, max_factor=1, min_buckets=2))
+            object.__setattr__(
+                ref, "counter", _GridCounter.build([grid], factor=1, max_factor=1, min_buckets=2)
+            )
             crowded += ref.counter.dumps[0]
         got = check_drift(ref, current[:, None]).value("a", "ks")
         assert abs(got - stats.ks_2samp(train, current).statistic) <= 1e-12, (case, kind)
@@ -265,19 +271,29 @@ def test_input_layouts_agree(samples: dict[str, np.ndarray]) -> None:
     assert check_drift(ref, frame).to_json() == want
     one = check_drift(ref, current[:1])
     assert one.n_current == 1
-    assert one.value(NAMES[0], "ks") == pytest.approx(stats.ks_2samp(samples["train"][:, 0], current[:1, 0]).statistic)
+    assert one.value(NAMES[0], "ks") == pytest.approx(
+        stats.ks_2samp(samples["train"][:, 0], current[:1, 0]).statistic
+    )
 
 
 def test_format_1_reference_files_still_load(tmp_path, samples: dict[str, np.ndarray]) -> None:
     ref = build_reference(samples["train"], NAMES)
-    header = {"feature_names": NAMES, "ks_error_bound": list(ref.ks_error_bound), "n_rows": ref.n_rows, "bins": ref.bins}
+    header = {
+        "feature_names": NAMES,
+        "ks_error_bound": list(ref.ks_error_bound),
+        "n_rows": ref.n_rows,
+        "bins": ref.bins,
+    }
     arrays = {"header": np.frombuffer(json.dumps(header).encode(), np.uint8)}
     for i in range(len(NAMES)):
         for kind in ("edges", "shares", "ks_values", "ks_cdf"):
             arrays[f"{kind}_{i}"] = getattr(ref, kind)[i]
     np.savez_compressed(tmp_path / "v1.npz", **arrays)
     old = Reference.load(tmp_path / "v1.npz")
-    assert check_drift(old, samples["shifted"]).to_json() == check_drift(ref, samples["shifted"]).to_json()
+    assert (
+        check_drift(old, samples["shifted"]).to_json()
+        == check_drift(ref, samples["shifted"]).to_json()
+    )
     header["format"] = 99
     arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
     np.savez_compressed(tmp_path / "v99.npz", **arrays)

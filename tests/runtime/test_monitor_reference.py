@@ -41,15 +41,20 @@ def test_write_load_and_check_equal_a_direct_reference(plan, tmp_path: Path) -> 
     preds = rng.random((8000, 1))
     paths = write_reference(plan, train, preds, tmp_path / "model")
     assert sorted(p.name for p in paths.values()) == [
-        "drift_reference.npz", "drift_sample.parquet", "prediction_reference.npz"]
+        "drift_reference.npz",
+        "drift_sample.parquet",
+        "prediction_reference.npz",
+    ]
     refs = ReferenceSet.load(tmp_path / "model")
     assert refs.features.feature_names == tuple(names) and refs.features.n_rows == 8000
     assert refs.predictions is not None and refs.predictions.feature_names == ("prediction",)
     assert refs.sample is not None and len(refs.sample) == SAMPLE_ROWS
     assert list(refs.sample.columns) == [*names, "prediction"]
     current = pd.DataFrame(rng.normal(0.3, 1.0, (500, len(names))), columns=names)
-    assert check_drift(refs.features, current).to_json() == check_drift(
-        build_reference(train[names], names), current).to_json()
+    assert (
+        check_drift(refs.features, current).to_json()
+        == check_drift(build_reference(train[names], names), current).to_json()
+    )
 
 
 def test_training_reference_uses_the_train_split_and_never_fails(plan, tmp_path: Path) -> None:  # noqa: ANN001
@@ -62,7 +67,10 @@ def test_training_reference_uses_the_train_split_and_never_fails(plan, tmp_path:
     broken = train.copy()
     broken[plan.training.features[0].ref] = np.nan  # nothing to build a histogram from
     broken.to_parquet(tmp_path / "broken.parquet")
-    assert write_training_reference(plan, tmp_path / "broken.parquet", rng.random(200), tmp_path / "b") == {}
+    assert (
+        write_training_reference(plan, tmp_path / "broken.parquet", rng.random(200), tmp_path / "b")
+        == {}
+    )
     assert not (tmp_path / "b" / FEATURE_REFERENCE).exists()
 
 

@@ -17,8 +17,14 @@ def test_rows_round_trip_in_order_with_nan_and_batches(tmp_path: Path) -> None:
     log = RequestLog(tmp_path, feature_names=NAMES, flush_rows=1000, flush_seconds=1e9)
     log.append({"a:x": 1.0, "a:y": float("nan"), "b:z": 3.0}, 0.25, 2, request_id="r1", ts=10.0)
     assert not log.segments()  # buffered, nothing on disk yet
-    log.append(np.array([[4.0, 5.0, 6.0], [7.0, 8.0, 9.0]]), np.array([[0.5], [0.75]]), "2",
-               request_id="b", entity={"customer_id": 7}, ts=11.0)
+    log.append(
+        np.array([[4.0, 5.0, 6.0], [7.0, 8.0, 9.0]]),
+        np.array([[0.5], [0.75]]),
+        "2",
+        request_id="b",
+        entity={"customer_id": 7},
+        ts=11.0,
+    )
     log.close()
     frame = log.read_recent()
     assert list(frame.columns[:3]) == NAMES
@@ -51,7 +57,9 @@ def test_rotation_bounds_the_log(tmp_path: Path) -> None:
 
 
 def test_concurrent_threads_and_event_loop_lose_nothing(tmp_path: Path) -> None:
-    log = RequestLog(tmp_path, feature_names=NAMES, segment_rows=500, max_segments=100, flush_rows=16)
+    log = RequestLog(
+        tmp_path, feature_names=NAMES, segment_rows=500, max_segments=100, flush_rows=16
+    )
     per_thread, threads = 400, 6
 
     def worker(t: int) -> None:

@@ -26,9 +26,13 @@ def plan():  # type: ignore[no-untyped-def]
     return plan_file("specs/churn.yaml")
 
 
-def _start(plan, tmp_path: Path, clock: ManualClock, registry: MemoryRegistry | None = None) -> Controller:
+def _start(
+    plan, tmp_path: Path, clock: ManualClock, registry: MemoryRegistry | None = None
+) -> Controller:
     registry = registry or MemoryRegistry({"champion": "1", "challenger": "2"})
-    ctl = Controller.start(plan, tmp_path / "rollout.json", "2", "1", registry, clock, time_scale=SCALE)
+    ctl = Controller.start(
+        plan, tmp_path / "rollout.json", "2", "1", registry, clock, time_scale=SCALE
+    )
     ctl.begin()
     return ctl
 
@@ -53,20 +57,34 @@ def test_healthy_challenger_is_promoted_through_every_step(plan, tmp_path: Path)
         if decision.action in ("advance", "promote"):
             ticks_per_step.append(ticks)
             ticks = 0
-            seen.append((ctl.state.status, ctl.state.traffic_percent, ctl.state.shadow_sample_percent))
+            seen.append(
+                (ctl.state.status, ctl.state.traffic_percent, ctl.state.shadow_sample_percent)
+            )
     steps = plan.rollout.steps
-    expected = [("shadow" if s.kind == "shadow" else "canary", s.traffic_percent, s.shadow_sample_percent) for s in steps]
+    expected = [
+        ("shadow" if s.kind == "shadow" else "canary", s.traffic_percent, s.shadow_sample_percent)
+        for s in steps
+    ]
     assert seen == [*expected, ("promoted", 100.0, 0.0)]
     assert ticks_per_step == _expected_ticks(plan)
     assert registry.aliases == {"champion": "2"}
     assert [c[0] for c in registry.calls] == ["promote"]
     history = load_state(tmp_path / "rollout.json").history
-    assert [h["to"] for h in history] == ["pending", "shadow", "canary", "canary", "canary", "promoted"]
+    assert [h["to"] for h in history] == [
+        "pending",
+        "shadow",
+        "canary",
+        "canary",
+        "canary",
+        "promoted",
+    ]
     assert [h["traffic_percent"] for h in history[1:-1]] == [s.traffic_percent for s in steps]
 
 
 @pytest.mark.parametrize("onset_fraction", [0.0, 0.5, 0.99])
-def test_slo_breach_rolls_back_within_limit_ticks(plan, tmp_path: Path, onset_fraction: float) -> None:
+def test_slo_breach_rolls_back_within_limit_ticks(
+    plan, tmp_path: Path, onset_fraction: float
+) -> None:
     clock = ManualClock(0.0)
     registry = MemoryRegistry({"champion": "1", "challenger": "2"})
     ctl = _start(plan, tmp_path, clock, registry)
@@ -105,8 +123,15 @@ def test_breaches_must_be_consecutive(plan, tmp_path: Path) -> None:
 def test_critical_rollback_alert_rolls_back(plan, tmp_path: Path) -> None:
     clock = ManualClock(0.0)
     ctl = _start(plan, tmp_path, clock)
-    drifting = LiveFigures(p95_latency_ms=10.0, error_rate=0.0, requests=100, alert_levels={"feature_drift": "critical"})
-    warned = LiveFigures(p95_latency_ms=10.0, error_rate=0.0, requests=100, alert_levels={"feature_drift": "warn"})
+    drifting = LiveFigures(
+        p95_latency_ms=10.0,
+        error_rate=0.0,
+        requests=100,
+        alert_levels={"feature_drift": "critical"},
+    )
+    warned = LiveFigures(
+        p95_latency_ms=10.0, error_rate=0.0, requests=100, alert_levels={"feature_drift": "warn"}
+    )
     clock.sleep(ctl.interval_seconds)
     assert ctl.tick(warned).action == "hold"
     decisions = []
@@ -134,7 +159,11 @@ def test_crash_drill_resumes_same_step_and_remaining_hold(plan, tmp_path: Path) 
     for figures in (HEALTHY, HEALTHY, HEALTHY, SLOW):  # some hold, and a failure streak of 1
         clock.sleep(ctl.interval_seconds)
         ctl.tick(figures)
-    step, remaining, streak = ctl.state.step_index, ctl.remaining_hold(), ctl.state.consecutive_failures
+    step, remaining, streak = (
+        ctl.state.step_index,
+        ctl.remaining_hold(),
+        ctl.state.consecutive_failures,
+    )
     assert 0 < remaining < ctl.hold_seconds() and streak == 1
     del ctl  # the process dies here
     later = ManualClock(clock.now() + 10_000.0)  # long downtime: must not count as hold
@@ -143,7 +172,9 @@ def test_crash_drill_resumes_same_step_and_remaining_hold(plan, tmp_path: Path) 
     assert resumed.state.consecutive_failures == streak
     later.sleep(resumed.interval_seconds)
     resumed.tick(HEALTHY)
-    assert resumed.remaining_hold() == pytest.approx(remaining)  # first window after restart: no credit
+    assert resumed.remaining_hold() == pytest.approx(
+        remaining
+    )  # first window after restart: no credit
     while not resumed.state.done:
         later.sleep(resumed.interval_seconds)
         resumed.tick(HEALTHY)
@@ -190,9 +221,18 @@ def test_rollout_status_reports_step_split_slo_and_history(plan, tmp_path: Path)
     status = rollout_status(tmp_path / "rollout.json")
     json.dumps(status)  # JSON-ready for `--format json`
     assert status["status"] == "canary" and status["step"]["index"] == 1
-    assert status["traffic"] == {"challenger_percent": 5.0, "champion_percent": 95.0, "shadow_sample_percent": 0.0}
+    assert status["traffic"] == {
+        "challenger_percent": 5.0,
+        "champion_percent": 95.0,
+        "shadow_sample_percent": 0.0,
+    }
     assert status["slo"]["p95_latency_ms"] == {"target": 50.0, "live": 80.0, "ok": False}
     assert status["slo"]["error_rate"]["ok"] is True
-    assert status["consecutive_failures"] == 1 and status["failure_limit"] == plan.rollout.failure_limit
-    assert status["step"]["remaining_hold_seconds"] == pytest.approx(plan.rollout.steps[1].duration_seconds * SCALE)
+    assert (
+        status["consecutive_failures"] == 1
+        and status["failure_limit"] == plan.rollout.failure_limit
+    )
+    assert status["step"]["remaining_hold_seconds"] == pytest.approx(
+        plan.rollout.steps[1].duration_seconds * SCALE
+    )
     assert [h["to"] for h in status["history"]] == ["pending", "shadow", "canary"]

@@ -41,7 +41,9 @@ def server(model_dir: Path):
 
 
 def _client(url: str, concurrency: int = 1):
-    return tritonclient_http.InferenceServerClient(url.removeprefix("http://"), concurrency=concurrency)
+    return tritonclient_http.InferenceServerClient(
+        url.removeprefix("http://"), concurrency=concurrency
+    )
 
 
 def _input(x: np.ndarray, binary: bool = True):
@@ -100,7 +102,11 @@ def test_plain_json_tensors(server: str, session, datatype: str, nested: bool) -
     data = x.tolist() if nested else x.reshape(-1).tolist()
     if datatype == "INT64":
         data = np.asarray(data).astype(int).tolist()
-    body = {"inputs": [{"name": "features", "datatype": datatype, "shape": [2, N_FEATURES], "data": data}]}
+    body = {
+        "inputs": [
+            {"name": "features", "datatype": datatype, "shape": [2, N_FEATURES], "data": data}
+        ]
+    }
     status, headers, raw = http_request(server, "POST", "/v2/models/churn/infer", json.dumps(body))
     assert status == 200, raw
     out = json.loads(raw)["outputs"][0]
@@ -148,7 +154,9 @@ def test_batching_coalesces_and_maps_results_back(server: str, session) -> None:
     for i, answer in enumerate(answers):
         own = session.run(None, {"features": rows[i : i + 1]})[0]
         np.testing.assert_allclose(answer, own, rtol=1e-5, atol=1e-7)
-    assert len({tuple(np.round(a[0], 4)) for a in answers}) > n // 2  # distinct rows, distinct answers
+    assert (
+        len({tuple(np.round(a[0], 4)) for a in answers}) > n // 2
+    )  # distinct rows, distinct answers
 
 
 def test_batching_disabled_runs_each_request_alone(model_dir: Path, session) -> None:
@@ -172,7 +180,9 @@ def test_metrics_exposed(server: str) -> None:
     errors = metric_samples(text, "specml_request_errors_total")
     assert any(lb["code"] == "400" and lb["endpoint"] == "infer" and v >= 1 for lb, v in errors)
     latency = metric_samples(text, "specml_request_latency_seconds_bucket")
-    assert {"model": "churn", "version": "1", "endpoint": "infer", "le": "0.001"} in [lb for lb, _ in latency]
+    assert {"model": "churn", "version": "1", "endpoint": "infer", "le": "0.001"} in [
+        lb for lb, _ in latency
+    ]
     info = metric_samples(text, "specml_model_info")
     assert info == [({"model": "churn", "version": "1", "provider": "CPUExecutionProvider"}, 1.0)]
     assert metric_samples(text, "specml_queue_delay_seconds_count")[0][1] >= 1

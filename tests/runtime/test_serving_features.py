@@ -69,7 +69,9 @@ def test_reader_equals_feast_get_online_features(repo: Path, feast_store) -> Non
 
 
 def test_predict_by_entity_equals_feast_plus_onnx(model_dir: Path, feast_store) -> None:
-    session = ort.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
     expected_rows = _feast_rows(feast_store, IDS)
     x = np.array([[math.nan if v is None else v for v in row] for row in expected_rows], np.float32)
     expected = session.run(None, {"features": x})[0]
@@ -100,7 +102,9 @@ def test_predict_by_entity_equals_feast_plus_onnx(model_dir: Path, feast_store) 
         status, _, raw = http_request(url, "POST", "/v1/models/other/predict-by-entity", "{}")
         assert status == 404
 
-        status, _, raw = http_request(url, "POST", PREDICT, json.dumps({"entities": [{"customer_id": 1}]}))
+        status, _, raw = http_request(
+            url, "POST", PREDICT, json.dumps({"entities": [{"customer_id": 1}]})
+        )
         assert status == 200 and "features" not in json.loads(raw)
         metrics = http_request(url, "GET", "/metrics")[2].decode()
         lookups = metric_samples(metrics, "specml_feature_lookup_latency_seconds_count")

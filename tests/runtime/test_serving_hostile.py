@@ -20,7 +20,9 @@ ort = pytest.importorskip("onnxruntime")
 
 MAX_BODY = 64 * 1024
 INFER = "/v2/models/churn/infer"
-GOOD = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 5], "data": [1, 2, 3, 4, 5]}]}
+GOOD = {
+    "inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 5], "data": [1, 2, 3, 4, 5]}]
+}
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +38,9 @@ def server(model_dir: Path):
 
 @pytest.fixture(scope="module")
 def expected_good(model_dir: Path) -> list[float]:
-    session = ort.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
     x = np.asarray([[1, 2, 3, 4, 5]], dtype=np.float32)
     return session.run(None, {"features": x})[0].reshape(-1).tolist()
 
@@ -119,7 +123,11 @@ def test_body_over_limit_is_413(server: str, expected_good: list[float]) -> None
 
 def test_gzip_body_and_nan_literal_are_accepted(server: str, expected_good: list[float]) -> None:
     status, _, raw = http_request(
-        server, "POST", INFER, gzip.compress(json.dumps(GOOD).encode()), {"Content-Encoding": "gzip"}
+        server,
+        "POST",
+        INFER,
+        gzip.compress(json.dumps(GOOD).encode()),
+        {"Content-Encoding": "gzip"},
     )
     assert status == 200 and json.loads(raw)["outputs"][0]["data"] == expected_good
     # a bare NaN literal means "missing": the model imputes it
@@ -160,7 +168,11 @@ def test_chunked_and_pipelined_requests(server: str, expected_good: list[float])
     body = json.dumps(GOOD).encode()
     chunked = b"".join(f"{len(p):x}\r\n".encode() + p + b"\r\n" for p in (body[:10], body[10:]))
     request = (
-        b"POST " + INFER.encode() + b" HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked + b"0\r\n\r\n"
+        b"POST "
+        + INFER.encode()
+        + b" HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + chunked
+        + b"0\r\n\r\n"
     )
     closing = b"GET /v2/health/live HTTP/1.1\r\nConnection: close\r\n\r\n"
     answer = _raw_exchange(server, request + request + closing)
@@ -170,7 +182,9 @@ def test_chunked_and_pipelined_requests(server: str, expected_good: list[float])
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
-    lambda children: st.lists(children, max_size=6) | st.dictionaries(st.text(max_size=8), children, max_size=6),
+    lambda children: (
+        st.lists(children, max_size=6) | st.dictionaries(st.text(max_size=8), children, max_size=6)
+    ),
     max_leaves=30,
 )
 near_valid = st.fixed_dictionaries(
@@ -190,7 +204,9 @@ near_valid = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(st.one_of(json_values, near_valid))
 def test_random_json_never_breaks_the_server(server: str, document: object) -> None:
     status, headers, raw = http_request(server, "POST", INFER, json.dumps(document))

@@ -31,7 +31,9 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def expected(model_dir: Path) -> np.ndarray:
-    session = ort.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
     x = np.array([[np.nan if v is None else v for v in row] for row in ROWS], np.float32)
     return session.run(None, {"features": x})[0]
 
@@ -42,8 +44,12 @@ def server(model_dir: Path):
         yield url
 
 
-def _invoke(url: str, body: str | bytes, content_type: str = "application/json") -> tuple[int, dict]:
-    status, headers, raw = http_request(url, "POST", "/invocations", body, {"Content-Type": content_type})
+def _invoke(
+    url: str, body: str | bytes, content_type: str = "application/json"
+) -> tuple[int, dict]:
+    status, headers, raw = http_request(
+        url, "POST", "/invocations", body, {"Content-Type": content_type}
+    )
     return status, {**json.loads(raw), "_headers": headers}
 
 
@@ -57,8 +63,17 @@ def test_ping_and_execution_parameters(server: str) -> None:
 
 def test_invocations_accepts_every_body_form(server: str, expected: np.ndarray) -> None:
     flat = [np.nan if v is None else v for row in ROWS for v in row]
-    oip = {"id": "r1", "inputs": [{"name": "features", "datatype": "FP32", "shape": [3, 5],
-                                   "data": [v if v == v else "NaN" for v in flat]}]}
+    oip = {
+        "id": "r1",
+        "inputs": [
+            {
+                "name": "features",
+                "datatype": "FP32",
+                "shape": [3, 5],
+                "data": [v if v == v else "NaN" for v in flat],
+            }
+        ],
+    }
     oip_text = json.dumps(oip).replace('"NaN"', "NaN")
     csv = "\n".join(",".join("" if v is None else str(v) for v in row) for row in ROWS) + "\n"
     bodies = [
@@ -91,8 +106,9 @@ def test_invocations_accepts_every_body_form(server: str, expected: np.ndarray) 
         ('{"instances": [[1e39, 2, 3, 4, 5]]}', "application/json", 400, "too large"),
     ],
 )
-def test_invocations_refuses_bad_bodies_with_4xx(server: str, body: str, content_type: str,
-                                                 status: int, text: str) -> None:
+def test_invocations_refuses_bad_bodies_with_4xx(
+    server: str, body: str, content_type: str, status: int, text: str
+) -> None:
     got, answer = _invoke(server, body, content_type)
     assert got == status and text in answer["error"], answer
 
@@ -103,16 +119,28 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_runtime_serve_starts_like_a_sagemaker_container(model_dir: Path, expected: np.ndarray) -> None:
+def test_runtime_serve_starts_like_a_sagemaker_container(
+    model_dir: Path, expected: np.ndarray
+) -> None:
     """~3 s: `python -m specml.runtime serve` with no arguments, as SageMaker's `docker run IMAGE
     serve` runs it: model from $SM_MODEL_DIR, port from $SAGEMAKER_BIND_TO_PORT, batching from
     the SPECML_* env the SageMaker target sets; SIGTERM drains and exits 0."""
     port = _free_port()
-    env = {"SM_MODEL_DIR": str(model_dir), "SAGEMAKER_BIND_TO_PORT": str(port),
-           "SPECML_MAX_BATCH_SIZE": "16", "SPECML_MAX_DELAY_MS": "1", "FEAST_USAGE": "False"}
-    child = subprocess.Popen([sys.executable, "-m", "specml.runtime", "serve"],
-                             env={**__import__("os").environ, **env}, cwd=REPO,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {
+        "SM_MODEL_DIR": str(model_dir),
+        "SAGEMAKER_BIND_TO_PORT": str(port),
+        "SPECML_MAX_BATCH_SIZE": "16",
+        "SPECML_MAX_DELAY_MS": "1",
+        "FEAST_USAGE": "False",
+    }
+    child = subprocess.Popen(
+        [sys.executable, "-m", "specml.runtime", "serve"],
+        env={**__import__("os").environ, **env},
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = child.stdout.readline()  # type: ignore[union-attr]
         assert f"on http://0.0.0.0:{port}" in line, line  # every interface, SageMaker's port
@@ -130,9 +158,13 @@ def test_runtime_serve_starts_like_a_sagemaker_container(model_dir: Path, expect
 
 
 def test_runtime_serve_without_a_model_exits_1(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "specml.runtime", "serve", "--port", "0"],
-                          env={**__import__("os").environ, "SM_MODEL_DIR": str(tmp_path)},
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "specml.runtime", "serve", "--port", "0"],
+        env={**__import__("os").environ, "SM_MODEL_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 1 and f"no model.onnx in {tmp_path}" in done.stderr
 
 
@@ -140,19 +172,35 @@ def _failed_gate(monkeypatch: pytest.MonkeyPatch, plan_file: Path) -> list[str]:
     import specml.runtime.__main__ as entry
     from specml.runtime.contract import StepResult
 
-    gate = {"gate": "roc_auc >= 0.9", "metric": "roc_auc", "value": 0.8, "margin": -0.1, "passed": False}
+    gate = {
+        "gate": "roc_auc >= 0.9",
+        "metric": "roc_auc",
+        "value": 0.8,
+        "margin": -0.1,
+        "passed": False,
+    }
 
     def run_step(kind, plan_text, ctx, inputs, outputs):  # noqa: ANN001, ANN202
         assert kind == "evaluate" and outputs == {"eval_metrics": Path("/r/eval_metrics.json")}
         return StepResult(values={"gate_passed": False, "gates": [gate]}, metrics={"roc_auc": 0.8})
 
     monkeypatch.setattr(entry, "run_step", run_step)
-    return ["evaluate", "--plan", str(plan_file), "--workdir", "/w", "--data-dir", "/d",
-            "--output", "eval_metrics=/r/eval_metrics.json"]
+    return [
+        "evaluate",
+        "--plan",
+        str(plan_file),
+        "--workdir",
+        "/w",
+        "--data-dir",
+        "/d",
+        "--output",
+        "eval_metrics=/r/eval_metrics.json",
+    ]
 
 
-def test_evaluate_exits_0_on_a_failed_gate_unless_asked(monkeypatch: pytest.MonkeyPatch,
-                                                        tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_evaluate_exits_0_on_a_failed_gate_unless_asked(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys
+) -> None:  # noqa: ANN001
     import specml.runtime.__main__ as entry
 
     (tmp_path / "plan.json").write_text("{}")
@@ -174,8 +222,14 @@ def test_sagemaker_pipeline_evaluate_step_does_not_fail_on_the_gate() -> None:
     plan = plan_file(str(REPO / "specs" / "churn.yaml"))
     definition = build_definition(plan, placeholder_refs(plan))
     steps = {s["Name"]: s for s in definition["Steps"]}
-    evaluate = next(s for s in steps.values() if "evaluate" in json.dumps(
-        s.get("Arguments", {}).get("AppSpecification", {}).get("ContainerEntrypoint", [])))
+    evaluate = next(
+        s
+        for s in steps.values()
+        if "evaluate"
+        in json.dumps(
+            s.get("Arguments", {}).get("AppSpecification", {}).get("ContainerEntrypoint", [])
+        )
+    )
     app = evaluate["Arguments"]["AppSpecification"]
     assert "--fail-on-gate" not in json.dumps(app)
     condition = next(s for s in steps.values() if s["Type"] == "Condition")

@@ -22,7 +22,9 @@ os.environ.setdefault("FEAST_USAGE", "False")
 pytest.importorskip("onnxruntime")
 
 PREDICT = "/v1/models/churn/predict-by-entity"
-INFER = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 5], "data": [1, 2, 3, 4, 5]}]}
+INFER = {
+    "inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 5], "data": [1, 2, 3, 4, 5]}]
+}
 
 
 @pytest.fixture(scope="module")
@@ -83,11 +85,15 @@ def test_live_at_once_not_ready_until_model_and_reader_loaded(
         # Phase 2: the model is in, Feast is loading: infer works, readiness still waits.
         model_release.set()
         assert reader_entered.wait(30)
-        _wait(lambda: http_request(url, "POST", "/v2/models/churn/infer", json.dumps(INFER))[0] == 200)
+        _wait(
+            lambda: http_request(url, "POST", "/v2/models/churn/infer", json.dumps(INFER))[0] == 200
+        )
         assert _get(url, "/v2/health/ready")[0] == 503
         assert _get(url, "/v2/models/churn/ready")[0] == 503
         assert _get(url, "/ping")[0] == 503
-        status, headers, body = http_request(url, "POST", PREDICT, '{"entities": [{"customer_id": 1}]}')
+        status, headers, body = http_request(
+            url, "POST", PREDICT, '{"entities": [{"customer_id": 1}]}'
+        )
         assert status == 503 and "still loading" in json.loads(body)["error"]
         assert headers["retry-after"] == "1"
 
@@ -113,13 +119,15 @@ def test_running_server_waits_for_readiness_by_default(
 def test_model_that_cannot_load_fails_the_start(tmp_path: Path) -> None:
     broken = write_model_dir(tmp_path / "broken")
     (broken / "model.onnx").write_bytes(b"not an onnx file")
-    with pytest.raises(ModelLoadError, match="the model failed to load"), running_server(
-        ServerConfig(broken, port=0)
+    with (
+        pytest.raises(ModelLoadError, match="the model failed to load"),
+        running_server(ServerConfig(broken, port=0)),
     ):
         pass
     # checked before listening
-    with pytest.raises(ModelLoadError, match="no model.onnx"), running_server(
-        ServerConfig(tmp_path / "nowhere", port=0)
+    with (
+        pytest.raises(ModelLoadError, match="no model.onnx"),
+        running_server(ServerConfig(tmp_path / "nowhere", port=0)),
     ):
         pass
 
@@ -130,7 +138,9 @@ def test_server_process_exits_1_when_the_model_cannot_load(tmp_path: Path) -> No
     (broken / "model.onnx").write_bytes(b"not an onnx file")
     done = subprocess.run(
         [sys.executable, "-m", "specml.runtime.serving", str(broken), "--port", "0"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 1
     assert "error: cannot serve" in done.stderr and "the model failed to load" in done.stderr

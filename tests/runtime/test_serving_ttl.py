@@ -55,12 +55,14 @@ def _offline(repo: Path, ids: list[int], as_of: datetime) -> list[list[object]]:
     from feast import FeatureStore
 
     store = FeatureStore(repo_path=str(repo))
-    entity_df = pd.DataFrame({"customer_id": ids, "event_timestamp": [as_of] * len(ids),
-                              "row": range(len(ids))})
+    entity_df = pd.DataFrame(
+        {"customer_id": ids, "event_timestamp": [as_of] * len(ids), "row": range(len(ids))}
+    )
     out = pd.DataFrame(index=range(len(ids)))
     for refs in (STATS, USAGE):  # per view: the file store drops rows a view has nothing for
-        frame = store.get_historical_features(entity_df=entity_df, features=refs,
-                                              full_feature_names=True).to_df()
+        frame = store.get_historical_features(
+            entity_df=entity_df, features=refs, full_feature_names=True
+        ).to_df()
         frame = frame.set_index("row")[[r.replace(":", "__") for r in refs]]
         out = out.join(frame.reindex(range(len(ids))))
     rows = out[[r.replace(":", "__") for r in CHURN_FEATURES]].astype("float64").to_numpy()
@@ -74,7 +76,8 @@ def test_reader_drops_values_past_ttl_like_the_offline_join(repo: Path) -> None:
     offline = _offline(repo, IDS, datetime.now(UTC))
     as_floats = [[None if v is None else float(v) for v in row] for row in found.values]
     np.testing.assert_allclose(
-        np.array(as_floats, dtype=float), np.array(offline, dtype=float), rtol=1e-6, equal_nan=True)
+        np.array(as_floats, dtype=float), np.array(offline, dtype=float), rtol=1e-6, equal_nan=True
+    )
     assert found.missing == [[], STATS, USAGE, USAGE, list(CHURN_FEATURES), list(CHURN_FEATURES)]
     assert found.expired == [[], STATS, USAGE, [], list(CHURN_FEATURES), []]
     assert found.found == [True, True, True, True, False, False]
@@ -104,8 +107,12 @@ def test_ttl_clock_can_be_fixed(repo: Path) -> None:
         _reader(repo, as_of="yesterday")
 
 
-def test_predict_by_entity_reports_imputed_features_and_unknown_entities(model_dir: Path, repo: Path) -> None:
-    session = ort.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+def test_predict_by_entity_reports_imputed_features_and_unknown_entities(
+    model_dir: Path, repo: Path
+) -> None:
+    session = ort.InferenceSession(
+        str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
     offline = _offline(repo, IDS, datetime.now(UTC))
     x = np.array([[math.nan if v is None else v for v in row] for row in offline], np.float32)
     expected = session.run(None, {"features": x})[0]
@@ -122,7 +129,10 @@ def test_predict_by_entity_reports_imputed_features_and_unknown_entities(model_d
         text = http_request(url, "GET", "/metrics")[2].decode()
     lookups = {lb["outcome"]: v for lb, v in metric_samples(text, "specml_entity_lookups_total")}
     assert lookups == {"complete": 1.0, "partial": 3.0, "not_found": 2.0}
-    imputed = {(lb["feature"], lb["reason"]): v for lb, v in metric_samples(text, "specml_imputed_features_total")}
+    imputed = {
+        (lb["feature"], lb["reason"]): v
+        for lb, v in metric_samples(text, "specml_imputed_features_total")
+    }
     assert imputed[("customer_stats:monthly_spend", "expired")] == 2.0  # 1 and 4
     assert imputed[("customer_stats:monthly_spend", "missing")] == 1.0  # 999
     assert imputed[("usage:logins_7d", "missing")] == 2.0  # 3 and 999

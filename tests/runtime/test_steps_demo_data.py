@@ -106,8 +106,10 @@ def test_other_seed_is_new_data_from_the_same_process(name: str) -> None:
 
     def xy(seed: int) -> tuple[np.ndarray, np.ndarray]:
         tables = demo_tables(plan, rows=1500, seed=seed)
-        return (asof_features(plan, tables, label.source_id),
-                tables[label.source_id][label.field].to_numpy())
+        return (
+            asof_features(plan, tables, label.source_id),
+            tables[label.source_id][label.field].to_numpy(),
+        )
 
     (x0, y0), (x1, y1) = xy(0), xy(1)
     mean, std = np.nanmean(x0, 0), np.nanstd(x0, 0)  # seed 0's statistics for both

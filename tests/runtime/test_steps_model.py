@@ -52,8 +52,13 @@ def _fit(plan, ts: Path, device: str = "cpu"):  # noqa: ANN001, ANN202
     from specml.runtime.steps.train import fit
 
     frame = pd.read_parquet(ts)
-    return fit(plan, feature_matrix(plan, frame), label_vector(plan, frame),
-               split_indices(plan, frame), device)
+    return fit(
+        plan,
+        feature_matrix(plan, frame),
+        label_vector(plan, frame),
+        split_indices(plan, frame),
+        device,
+    )
 
 
 def test_training_is_deterministic_on_cpu(plan, tmp_path: Path) -> None:  # noqa: ANN001
@@ -85,13 +90,27 @@ def test_export_onnx_matches_torch_and_writes_the_serving_contract(plan, tmp_pat
     model, _, _ = _fit(plan, ts)
     save_model(model, tmp_path / "model", {"features": feature_refs(plan), "feature_repo": "/x"})
     ctx = StepContext(workdir=tmp_path, data_dir=tmp_path)
-    out = run_step("export_onnx", plan, ctx, {"model": tmp_path / "model", "training_set": ts},
-                   {"onnx_model": tmp_path / "onnx"})
+    out = run_step(
+        "export_onnx",
+        plan,
+        ctx,
+        {"model": tmp_path / "model", "training_set": ts},
+        {"onnx_model": tmp_path / "onnx"},
+    )
     assert out.values["onnx_max_abs_diff"] <= 1e-4
     manifest = json.loads((tmp_path / "onnx" / "serving.json").read_text())
-    assert set(manifest) == {"model_name", "model_version", "task", "num_classes", "input_name",
-                             "output_name", "features", "entity_join_keys", "feature_repo",
-                             "feature_service_refs"}
+    assert set(manifest) == {
+        "model_name",
+        "model_version",
+        "task",
+        "num_classes",
+        "input_name",
+        "output_name",
+        "features",
+        "entity_join_keys",
+        "feature_repo",
+        "feature_service_refs",
+    }
     assert manifest["features"] == feature_refs(plan) == manifest["feature_service_refs"]
     assert (manifest["input_name"], manifest["output_name"]) == ("features", "output")
     assert manifest["entity_join_keys"] == ["customer_id"]
@@ -115,8 +134,13 @@ def test_export_fails_when_onnx_drifts_from_torch(plan, tmp_path: Path, monkeypa
     monkeypatch.setattr(export, "onnx_predict", lambda sess, x: real(sess, x) + 2e-4)
     ctx = StepContext(workdir=tmp_path, data_dir=tmp_path)
     with pytest.raises(TargetError) as failed:
-        run_step("export_onnx", plan, ctx, {"model": tmp_path / "model", "training_set": ts},
-                 {"onnx_model": tmp_path / "onnx"})
+        run_step(
+            "export_onnx",
+            plan,
+            ctx,
+            {"model": tmp_path / "model", "training_set": ts},
+            {"onnx_model": tmp_path / "onnx"},
+        )
     [diag] = failed.value.diagnostics
     assert diag.code == "onnx_parity" and "max abs diff 0.0002 > 0.0001" in diag.message
     assert not (tmp_path / "onnx" / "serving.json").exists()  # nothing for the server to load
@@ -158,9 +182,20 @@ def test_validate_data_reports_every_problem(plan, tmp_path: Path) -> None:  # n
 
 def test_module_entry_prints_json_and_fails_cleanly(plan, tmp_path: Path) -> None:  # noqa: ANN001
     (tmp_path / "plan.json").write_text(plan.to_json())
-    cmd = [sys.executable, "-m", "specml.runtime", "validate_data", "--plan",
-           str(tmp_path / "plan.json"), "--workdir", str(tmp_path / "w"), "--data-dir",
-           str(tmp_path), "--output", f"data_report={tmp_path / 'r.json'}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "specml.runtime",
+        "validate_data",
+        "--plan",
+        str(tmp_path / "plan.json"),
+        "--workdir",
+        str(tmp_path / "w"),
+        "--data-dir",
+        str(tmp_path),
+        "--output",
+        f"data_report={tmp_path / 'r.json'}",
+    ]
     failed = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert failed.returncode == 1
     assert "not found" in failed.stderr and "Traceback" not in failed.stderr

@@ -40,8 +40,12 @@ def test_weekly_schedule_fires_after_monday_3am(churn) -> None:
 def test_alert_trigger_needs_critical(churn) -> None:
     now = ts("2026-11-20T10:00:00")
     base = dict(last_training_at=ts("2026-11-19T10:00:00"))
-    assert due_triggers(churn, RetrainState(**base, alert_levels={"feature_drift": "warn"}), now) == []
-    reasons = due_triggers(churn, RetrainState(**base, alert_levels={"feature_drift": "critical"}), now)
+    assert (
+        due_triggers(churn, RetrainState(**base, alert_levels={"feature_drift": "warn"}), now) == []
+    )
+    reasons = due_triggers(
+        churn, RetrainState(**base, alert_levels={"feature_drift": "critical"}), now
+    )
     assert reasons == ["alert 'feature_drift' is critical"]
 
 

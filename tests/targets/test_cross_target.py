@@ -28,35 +28,59 @@ def _cuda() -> bool:
 
 
 # (case, overrides, {target: (gained, lost)})
-TABLE: list[tuple[str, list[str], dict[str, tuple[dict[tuple[str, str], int], dict[tuple[str, str], int]]]]] = [
-    ("gpu training", ["training.resources.accelerator=gpu",
-                      "+targets.sagemaker.training_instance_type=ml.g5.xlarge"], {
-        # the local target trains on CPU without CUDA and says so; Kubeflow now knows to ask
-        # for nvidia.com/gpu (no more "auto" warning); SageMaker gets a GPU instance
-        "local": ({} if _cuda() else {("warning", "no_cuda"): 1}, {}),
-        "kubeflow": ({}, {("warning", "kubeflow_accelerator_auto"): 1}),
-        "sagemaker": ({}, {}),
-    }),
-    ("cpu training", ["training.resources.accelerator=cpu"], {
-        "local": ({}, {}),
-        "kubeflow": ({}, {("warning", "kubeflow_accelerator_auto"): 1}),
-        "sagemaker": ({}, {}),
-    }),
-    ("remote source", ["data.sources.customers.path=s3://bucket/customers.parquet"], {
-        "local": ({("error", "remote_source"): 1}, {}),
-        "kubeflow": ({}, {}),
-        "sagemaker": ({}, {}),
-    }),
-    ("rollout without shadow", ["rollout.steps=[{traffic: 5, hold: 30m}, {traffic: 100}]"], {
-        "local": ({}, {}),
-        "kubeflow": ({}, {("warning", "unsupported_shadow"): 1}),
-        "sagemaker": ({}, {("warning", "sagemaker_rollout_approximated"): 2}),
-    }),
-    ("no retraining triggers", ["~retraining"], {
-        "local": ({}, {}),
-        "kubeflow": ({}, {("warning", "kubeflow_trigger_unsupported"): 2}),
-        "sagemaker": ({}, {}),
-    }),
+TABLE: list[
+    tuple[str, list[str], dict[str, tuple[dict[tuple[str, str], int], dict[tuple[str, str], int]]]]
+] = [
+    (
+        "gpu training",
+        [
+            "training.resources.accelerator=gpu",
+            "+targets.sagemaker.training_instance_type=ml.g5.xlarge",
+        ],
+        {
+            # the local target trains on CPU without CUDA and says so; Kubeflow now knows to ask
+            # for nvidia.com/gpu (no more "auto" warning); SageMaker gets a GPU instance
+            "local": ({} if _cuda() else {("warning", "no_cuda"): 1}, {}),
+            "kubeflow": ({}, {("warning", "kubeflow_accelerator_auto"): 1}),
+            "sagemaker": ({}, {}),
+        },
+    ),
+    (
+        "cpu training",
+        ["training.resources.accelerator=cpu"],
+        {
+            "local": ({}, {}),
+            "kubeflow": ({}, {("warning", "kubeflow_accelerator_auto"): 1}),
+            "sagemaker": ({}, {}),
+        },
+    ),
+    (
+        "remote source",
+        ["data.sources.customers.path=s3://bucket/customers.parquet"],
+        {
+            "local": ({("error", "remote_source"): 1}, {}),
+            "kubeflow": ({}, {}),
+            "sagemaker": ({}, {}),
+        },
+    ),
+    (
+        "rollout without shadow",
+        ["rollout.steps=[{traffic: 5, hold: 30m}, {traffic: 100}]"],
+        {
+            "local": ({}, {}),
+            "kubeflow": ({}, {("warning", "unsupported_shadow"): 1}),
+            "sagemaker": ({}, {("warning", "sagemaker_rollout_approximated"): 2}),
+        },
+    ),
+    (
+        "no retraining triggers",
+        ["~retraining"],
+        {
+            "local": ({}, {}),
+            "kubeflow": ({}, {("warning", "kubeflow_trigger_unsupported"): 2}),
+            "sagemaker": ({}, {}),
+        },
+    ),
 ]
 
 
@@ -76,8 +100,9 @@ def test_table_covers_every_registered_target() -> None:
 
 
 @pytest.mark.parametrize(("case", "overrides", "expected"), TABLE, ids=[row[0] for row in TABLE])
-def test_diagnostics_change_per_target(case: str, overrides: list[str], expected: dict,
-                                       baseline: dict[str, Codes]) -> None:
+def test_diagnostics_change_per_target(
+    case: str, overrides: list[str], expected: dict, baseline: dict[str, Codes]
+) -> None:
     plan = plan_file(SPEC, overrides=overrides)
     for target, (gained, lost) in expected.items():
         now = _codes(plan, target)

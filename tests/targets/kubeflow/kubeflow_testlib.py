@@ -84,8 +84,12 @@ def task_graph(spec: dict[str, Any]) -> tuple[dict[str, set[str]], set[str]]:
                     for p in params.values()
                     if "taskOutputParameter" in p
                 }
-                walk(comp["dag"], {**outer, **channel_producers}, in_gate=True,
-                     implied=gate_producers)
+                walk(
+                    comp["dag"],
+                    {**outer, **channel_producers},
+                    in_gate=True,
+                    implied=gate_producers,
+                )
                 continue
             ups = set(task.get("dependentTasks", [])) | implied
             for art in artifacts.values():

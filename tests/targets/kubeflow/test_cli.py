@@ -26,9 +26,19 @@ def test_specml_executable_compiles_byte_identical_trees_and_check_passes(tmp_pa
     specml = Path(sys.executable).with_name("specml")  # the console script of this venv
     for out in ("a", "b"):
         subprocess.run(
-            [str(specml), "compile", str(SPECS / "churn.yaml"), "--target", "kubeflow",
-             "-o", str(tmp_path / out)],
-            check=True, capture_output=True, text=True, cwd=ROOT,
+            [
+                str(specml),
+                "compile",
+                str(SPECS / "churn.yaml"),
+                "--target",
+                "kubeflow",
+                "-o",
+                str(tmp_path / out),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
         )
     first, second = _tree(tmp_path / "a"), _tree(tmp_path / "b")
     assert first == second, "two compiles must write the same bytes"

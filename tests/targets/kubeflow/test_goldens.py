@@ -62,12 +62,17 @@ def test_output_is_byte_identical_across_processes() -> None:
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     out = subprocess.run(
         [sys.executable, "-c", code, str(ROOT / "specs" / "churn.yaml")],
-        capture_output=True, text=True, check=True, env=env, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+        cwd=ROOT,
     ).stdout
     import hashlib
 
     here = "".join(
-        f"{rel} {hashlib.sha256(text.encode()).hexdigest()}\n" for rel, text in rendered("churn").items()
+        f"{rel} {hashlib.sha256(text.encode()).hexdigest()}\n"
+        for rel, text in rendered("churn").items()
     )
     assert out == here
 

@@ -50,7 +50,9 @@ def test_kfp_local_condition_evaluator_resolves_only_the_output_key() -> None:
     from kfp.local.orchestrator.enhanced_dag_orchestrator import ConditionEvaluator
 
     spec = yaml.safe_load(rendered("churn")["pipeline.yaml"])
-    assert spec["root"]["dag"]["tasks"]["condition-1"]["triggerPolicy"]["condition"] == GATE_CONDITION
+    assert (
+        spec["root"]["dag"]["tasks"]["condition-1"]["triggerPolicy"]["condition"] == GATE_CONDITION
+    )
     store = io.IOStore()
     store.put_task_output("evaluate", "Output", True)
     store.put_task_output("evaluate", "gate_passed", True)
@@ -74,8 +76,9 @@ def test_kfp_loader_yields_the_same_pipeline_spec_as_parsing_the_yaml(tmp_path: 
     assert loaded.component_spec.implementation.graph == pipeline_proto(text)
 
 
-def _run_compiled(tmp: Path, overrides: tuple[str, ...], monkeypatch: pytest.MonkeyPatch,
-                  via_loader: bool = False) -> tuple[Plan, Path, str]:
+def _run_compiled(
+    tmp: Path, overrides: tuple[str, ...], monkeypatch: pytest.MonkeyPatch, via_loader: bool = False
+) -> tuple[Plan, Path, str]:
     """Compile churn (+overrides) to tmp/out, run out/pipeline.yaml with kfp.local.
 
     By default through `run_local_pipeline` on the parsed PipelineSpec; via_loader: by calling
@@ -96,16 +99,25 @@ def _run_compiled(tmp: Path, overrides: tuple[str, ...], monkeypatch: pytest.Mon
     KubeflowTarget().emit(plan, tmp / "out")
     compiled = tmp / "out" / "pipeline.yaml"
     # use_venv=False: steps run with this interpreter (sys.executable), i.e. the project's venv.
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp / "root"),
-               raise_on_error=True)
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(tmp / "root"),
+        raise_on_error=True,
+    )
     tracking_uri = f"sqlite:///{tmp / 'mlflow.db'}"
     # plan_json is not passed: the compiled default, i.e. this Plan
-    args = {"workdir": str(tmp / "work"), "data_dir": str(tmp / "data"), "tracking_uri": tracking_uri}
+    args = {
+        "workdir": str(tmp / "work"),
+        "data_dir": str(tmp / "data"),
+        "tracking_uri": tracking_uri,
+    }
     if via_loader:
         task = components.load_component_from_file(str(compiled))(**args)
         assert task.outputs == {}  # the pipeline declares no outputs
     else:
-        outputs = pipeline_orchestrator.run_local_pipeline(pipeline_proto(compiled.read_text()), args)
+        outputs = pipeline_orchestrator.run_local_pipeline(
+            pipeline_proto(compiled.read_text()), args
+        )
         assert outputs == {}
     [run_dir] = (tmp / "root").iterdir()
     return plan, run_dir, tracking_uri
@@ -153,7 +165,9 @@ def test_compiled_pipeline_runs_end_to_end_and_registers_a_model(
     assert "model/model.onnx" in artifacts
     record = json.loads((run_dir / "register/registered_model/registered_model.json").read_text())
     assert (record["name"], record["version"], record["run_id"]) == (
-        plan.registry.name, "1", version.run_id
+        plan.registry.name,
+        "1",
+        version.run_id,
     )
 
 

@@ -118,15 +118,24 @@ def test_prometheus_rule_validates_and_every_expression_parses(name: str) -> Non
         by_alert.setdefault(rule["labels"]["specml_alert"], []).append(rule)
     for alert in plan.alerts:
         severities = [r["labels"]["severity"] for r in by_alert[alert.id]]
-        assert severities == [s for s, v in (("warning", alert.warn), ("critical", alert.critical)) if v is not None]
+        assert severities == [
+            s for s, v in (("warning", alert.warn), ("critical", alert.critical)) if v is not None
+        ]
         for rule in by_alert[alert.id]:
             threshold = alert.warn if rule["labels"]["severity"] == "warning" else alert.critical
             assert rule["expr"].endswith(f"> {threshold:g}")
-            assert rule.get("for", "0s") == (f"{alert.for_seconds // 60}m" if alert.for_seconds else "0s")
+            assert rule.get("for", "0s") == (
+                f"{alert.for_seconds // 60}m" if alert.for_seconds else "0s"
+            )
     slo = by_alert["slo_breach"]
     assert len(slo) == sum(
-        v is not None for v in (plan.endpoint.slo.p50_latency_ms, plan.endpoint.slo.p95_latency_ms,
-                                plan.endpoint.slo.p99_latency_ms, plan.endpoint.slo.error_rate)
+        v is not None
+        for v in (
+            plan.endpoint.slo.p50_latency_ms,
+            plan.endpoint.slo.p95_latency_ms,
+            plan.endpoint.slo.p99_latency_ms,
+            plan.endpoint.slo.error_rate,
+        )
     )
 
 
@@ -134,11 +143,15 @@ def test_fraud_alert_expressions() -> None:
     doc = yaml.safe_load(rendered("fraud")["prometheusrule.yaml"])
     rules = {r["alert"]: r for g in doc["spec"]["groups"] for r in g["rules"]}
     p99 = rules["FraudScorerSLOP99Latency"]
-    assert p99["expr"].startswith("histogram_quantile(0.99, sum by (le) (rate(revision_app_request_latencies_bucket{")
+    assert p99["expr"].startswith(
+        "histogram_quantile(0.99, sum by (le) (rate(revision_app_request_latencies_bucket{"
+    )
     assert p99["expr"].endswith("> 10") and p99["for"] == "10m"  # 5m interval x 2 failures
     assert p99["labels"]["specml_rollback"] == "true"
     drift = rules["FraudScorerAmountDriftCritical"]["expr"]
-    assert 'specml_feature_ks{system="fraud-scorer", feature=~"card_velocity:txn_amount_1h|' in drift
+    assert (
+        'specml_feature_ks{system="fraud-scorer", feature=~"card_velocity:txn_amount_1h|' in drift
+    )
     assert rules["FraudScorerScoreDriftWarning"]["labels"]["specml_rollback"] == "true"
     assert rules["FraudScorerPrecisionDropWarning"]["labels"]["specml_rollback"] == "false"
     assert rules["FraudScorerErrorsCritical"]["for"] == "1m"
@@ -174,7 +187,10 @@ def test_promql_validator_rejects(expr: str) -> None:
 
 
 def test_promql_validator_accepts_the_usual_forms() -> None:
-    assert validate_promql('sum without (pod) (rate(x_total{a!="b", c!~"d.*"}[1h30m])) / 2') == "instant vector"
+    assert (
+        validate_promql('sum without (pod) (rate(x_total{a!="b", c!~"d.*"}[1h30m])) / 2')
+        == "instant vector"
+    )
     assert validate_promql("1 > bool 2") == "scalar"
     assert validate_promql("-x ^ 2 ^ 3 or on_y unless z") == "instant vector"
     assert validate_promql("topk(3, max_over_time(y[1d] offset 1w))") == "instant vector"

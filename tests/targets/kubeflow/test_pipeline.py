@@ -69,7 +69,10 @@ def test_task_graph_equals_the_plan_dag_and_gate_wraps_export_and_register(name:
     # The gate is evaluate's single return value (KFP key `Output`): kfp.local 2.17's condition
     # evaluator resolves only `pipelinechannel--<task>-Output` channels (see components.py).
     params = condition["inputs"]["parameters"]["pipelinechannel--evaluate-Output"]
-    assert params["taskOutputParameter"] == {"outputParameterKey": "Output", "producerTask": "evaluate"}
+    assert params["taskOutputParameter"] == {
+        "outputParameterKey": "Output",
+        "producerTask": "evaluate",
+    }
     assert condition["triggerPolicy"]["condition"] == (
         "inputs.parameter_values['pipelinechannel--evaluate-Output'] == true"
     )

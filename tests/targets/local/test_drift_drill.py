@@ -50,15 +50,32 @@ def send_traffic(plan, base: Path, rows: np.ndarray) -> None:  # noqa: ANN001
     from specml.runtime.serving.testing import http_request
     from specml.targets.local.serve import server_config
 
-    config = dataclasses.replace(server_config(plan, base, port=0), online_features=False,
-                                 request_log_dir=request_log_dir(workdir(plan, base)))
+    config = dataclasses.replace(
+        server_config(plan, base, port=0),
+        online_features=False,
+        request_log_dir=request_log_dir(workdir(plan, base)),
+    )
     with running_server(config) as url:
         for i in range(0, len(rows), 50):
             chunk = rows[i : i + 50].astype(np.float32)
-            body = {"id": f"drill-{i}", "inputs": [{"name": "features", "shape": list(chunk.shape),
-                                                     "datatype": "FP32", "data": chunk.ravel().tolist()}]}
-            status, _, answer = http_request(url, "POST", f"/v2/models/{plan.registry.name}/infer",
-                                             json.dumps(body), {"Content-Type": "application/json"})
+            body = {
+                "id": f"drill-{i}",
+                "inputs": [
+                    {
+                        "name": "features",
+                        "shape": list(chunk.shape),
+                        "datatype": "FP32",
+                        "data": chunk.ravel().tolist(),
+                    }
+                ],
+            }
+            status, _, answer = http_request(
+                url,
+                "POST",
+                f"/v2/models/{plan.registry.name}/infer",
+                json.dumps(body),
+                {"Content-Type": "application/json"},
+            )
             assert status == 200, answer
 
 
@@ -110,7 +127,11 @@ def test_drift_drill(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     psi = loud.summary["drift"]["features"][SPEND]["psi"]
     assert psi >= plan.alert("feature_drift").critical
     (event,) = loud.events
-    assert (event["alert_id"], event["level"], event["details"]["worst"]) == ("feature_drift", "critical", SPEND)
+    assert (event["alert_id"], event["level"], event["details"]["worst"]) == (
+        "feature_drift",
+        "critical",
+        SPEND,
+    )
     alerts = [json.loads(x) for x in (wd / "monitor" / "alerts.jsonl").read_text().splitlines()]
     assert [(a["alert_id"], a["level"]) for a in alerts] == [("feature_drift", "critical")]
     retrain = loud.retrain

@@ -47,7 +47,11 @@ def test_registry_and_emit_are_deterministic(tmp_path: Path) -> None:
     first = target.emit(plan, tmp_path / "a")
     second = target.emit(plan, tmp_path / "b")
     assert second.files == first.files
-    assert first.files == ("feature_repo/feature_store.yaml", "feature_repo/features.py", "plan.json")
+    assert first.files == (
+        "feature_repo/feature_store.yaml",
+        "feature_repo/features.py",
+        "plan.json",
+    )
     for name in first.files:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     code = (tmp_path / "a" / "feature_repo/features.py").read_text()
@@ -93,8 +97,11 @@ def test_apply_registers_exports_and_checks_skew(applied) -> None:  # noqa: ANN0
     assert run.data.tags["specml.specml_version"] == code_version()["specml_version"]
     assert run.data.params["spec_hash"] == plan.spec_hash and run.data.params["hp.epochs"] == "8"
     assert "holdout_roc_auc" in run.data.metrics and "hp.lr" in run.data.params
-    logged = json.loads(Path(client.download_artifacts(run.info.run_id, "plan/plan.json",
-                                                       str(base / "dl"))).read_text())
+    logged = json.loads(
+        Path(
+            client.download_artifacts(run.info.run_id, "plan/plan.json", str(base / "dl"))
+        ).read_text()
+    )
     assert logged["spec_hash"] == plan.spec_hash  # the resolved spec, as applied
     epochs = client.get_metric_history(version.run_id, "train_loss")
     assert sorted(m.step for m in epochs) == list(range(1, int(run.data.metrics["epochs_run"]) + 1))
@@ -150,8 +157,9 @@ def test_served_champion_answers_tritonclient_like_offline(applied) -> None:  # 
         client.close()
         np.testing.assert_allclose(served, offline, atol=1e-5, rtol=0)
         keys = [{"customer_id": int(k)} for k in rows["customer_id"].unique()[:20]]
-        status, _, body = http_request(url, "POST", "/v1/models/churn/predict-by-entity",
-                                       json.dumps({"entities": keys}))
+        status, _, body = http_request(
+            url, "POST", "/v1/models/churn/predict-by-entity", json.dumps({"entities": keys})
+        )
         assert status == 200 and len(json.loads(body)["outputs"]["output"]) == len(keys)
         status, _, body = http_request(url, "POST", "/v2/models/churn/infer", '{"inputs": 3}')
         assert status == 400 and b"inputs" in body
@@ -167,8 +175,9 @@ def test_second_apply_is_up_to_date_until_data_changes(applied) -> None:  # noqa
     assert again.up_to_date and again.run_id == first.run_id
     assert len(load_state(base / ".specml")["runs"]) == runs_before
     assert plan_changes(plan, base) == []
-    retuned = plan_file(make_spec(base / "other", lambda r: r["training"]["hyperparameters"].update(
-        epochs=9)))
+    retuned = plan_file(
+        make_spec(base / "other", lambda r: r["training"]["hyperparameters"].update(epochs=9))
+    )
     changes = LocalTarget().plan_changes(retuned, base)
     assert any("spec changed" in c for c in changes)
     assert any("training.hyperparameters.epochs: 8 -> 9" in c for c in changes)
@@ -241,8 +250,9 @@ def test_impossible_gate_fails_and_registers_nothing(tmp_path: Path) -> None:
     write_demo_data(plan, tmp_path, rows=600, seed=1)
     outcome = CliRunner().invoke(app, ["apply", str(spec), "--target", "local"])
     assert outcome.exit_code == 3, outcome.output
-    missed = re.search(r"gate failed: roc_auc >= 0\.999: roc_auc = (0\.\d+), missed by (0\.\d+)",
-                       outcome.output)
+    missed = re.search(
+        r"gate failed: roc_auc >= 0\.999: roc_auc = (0\.\d+), missed by (0\.\d+)", outcome.output
+    )
     assert missed, outcome.output
     assert abs(float(missed[1]) + float(missed[2]) - 0.999) < 2e-4  # value + miss = threshold
     assert "training.gates.min.roc_auc" in outcome.output  # where in the spec to look
@@ -251,4 +261,6 @@ def test_impossible_gate_fails_and_registers_nothing(tmp_path: Path) -> None:
     state = load_state(tmp_path / ".specml")
     assert state["status"] == "gate_failed" and "plan" not in state
     assert (tmp_path / ".specml" / STATE_FILE).is_file()
-    assert plan_changes(plan, tmp_path)[0].startswith("the last apply ended with status 'gate_failed'")
+    assert plan_changes(plan, tmp_path)[0].startswith(
+        "the last apply ended with status 'gate_failed'"
+    )

@@ -35,13 +35,15 @@ T0 = 1_800_000_000.0
 
 def churn_rows(rng: np.random.Generator, n: int, shift: float = 0.0) -> pd.DataFrame:
     """Churn-like features; `shift` moves monthly_spend up by that many of its sds (~42)."""
-    return pd.DataFrame({
-        "customer_stats:tenure_months": rng.integers(1, 72, n).astype(float),
-        "customer_stats:monthly_spend": rng.gamma(2.0, 30.0, n) + shift * 42.0,
-        "customer_stats:support_calls_30d": rng.poisson(1.5, n).astype(float),
-        "usage:logins_7d": rng.poisson(5, n).astype(float),
-        "usage:minutes_7d": rng.exponential(90.0, n),
-    })
+    return pd.DataFrame(
+        {
+            "customer_stats:tenure_months": rng.integers(1, 72, n).astype(float),
+            "customer_stats:monthly_spend": rng.gamma(2.0, 30.0, n) + shift * 42.0,
+            "customer_stats:support_calls_30d": rng.poisson(1.5, n).astype(float),
+            "usage:logins_7d": rng.poisson(5, n).astype(float),
+            "usage:minutes_7d": rng.exponential(90.0, n),
+        }
+    )
 
 
 def make_spec(folder: Path, webhook: str | None = None, new_rows: int | None = None) -> Path:
@@ -69,7 +71,9 @@ def setup(tmp_path: Path):  # noqa: ANN201
     names = [f.ref for f in plan.training.features]
     write_reference(plan, train[names], rng.beta(2, 5, 3000), wd / "serving" / "current")
     started = datetime.fromtimestamp(T0 - 86400, tz=UTC).isoformat()
-    save_state(wd, {"runs": [{"status": "applied", "started": started, "metrics": {"roc_auc": 0.9}}]})
+    save_state(
+        wd, {"runs": [{"status": "applied", "started": started, "metrics": {"roc_auc": 0.9}}]}
+    )
     return tmp_path, plan, wd, names
 
 
@@ -133,14 +137,20 @@ def test_drift_fires_critical_logs_posts_and_retrains_once(setup, monkeypatch) -
     psi = result.summary["drift"]["features"]["customer_stats:monthly_spend"]["psi"]
     assert psi >= 0.2  # the spec's critical threshold
     (event,) = result.events
-    assert (event["alert_id"], event["level"], event["threshold"]) == ("feature_drift", "critical", 0.2)
+    assert (event["alert_id"], event["level"], event["threshold"]) == (
+        "feature_drift",
+        "critical",
+        0.2,
+    )
     assert event["details"]["worst"] == "customer_stats:monthly_spend"
     assert retrain.calls == [["alert 'feature_drift' is critical"]]
     logged = [json.loads(x) for x in (wd / "monitor" / "alerts.jsonl").read_text().splitlines()]
     assert [(e["alert_id"], e["level"]) for e in logged] == [("feature_drift", "critical")]
     assert [(e["alert_id"], e["level"]) for e in received] == [("feature_drift", "critical")]
     # Still drifting an hour later: the level is unchanged (no new event) and the cooldown holds.
-    again = monitor_once(plan, base, MonitorOptions(now=T0 + 3600, evidently=False), retrain_fn=retrain)
+    again = monitor_once(
+        plan, base, MonitorOptions(now=T0 + 3600, evidently=False), retrain_fn=retrain
+    )
     assert again.events == [] and again.summary["alerts"]["feature_drift"] == "critical"
     assert len(retrain.calls) == 1 and again.summary["retrain_reasons"] == []
 
@@ -154,7 +164,9 @@ def test_window_leaves_out_old_traffic(setup) -> None:  # noqa: ANN001
     assert result.summary["requests"] == 800 and result.summary["alerts"]["feature_drift"] == "ok"
     # Too little traffic for a verdict: 60 very shifted rows judge nothing.
     feed(wd, names, churn_rows(rng, 60, shift=3.0), rng.beta(2, 5, 60), T0 + 10)
-    few = monitor_once(plan, base, MonitorOptions(now=T0 + 20, evidently=False, act=False, window_rows=60))
+    few = monitor_once(
+        plan, base, MonitorOptions(now=T0 + 20, evidently=False, act=False, window_rows=60)
+    )
     assert few.summary["requests"] == 60 and few.summary["drift"] is None
     assert few.summary["alerts"]["feature_drift"] == "ok"
 
@@ -241,16 +253,22 @@ def test_cli_monitor_and_labels_json(setup) -> None:  # noqa: ANN001
     feed(wd, names, churn_rows(rng, 600), rng.random(600), at)
     runner = CliRunner()
     spec = str(base / "spec.yaml")
-    out = runner.invoke(app, ["monitor", spec, "--once", "--no-evidently", "--report-only", "-f", "json"])
+    out = runner.invoke(
+        app, ["monitor", spec, "--once", "--no-evidently", "--report-only", "-f", "json"]
+    )
     assert out.exit_code == 0, out.output
     doc = json.loads(out.stdout)
     assert doc["result"]["requests"] == 600 and doc["result"]["alerts"]["feature_drift"] == "ok"
     ids = [f"r{at:.0f}-{i}" for i in range(6)]
-    pd.DataFrame({"request_id": ids, "churned": [0, 1, 0, 1, 1, 0]}).to_csv(base / "l.csv", index=False)
+    pd.DataFrame({"request_id": ids, "churned": [0, 1, 0, 1, 1, 0]}).to_csv(
+        base / "l.csv", index=False
+    )
     out = runner.invoke(app, ["labels", spec, str(base / "l.csv"), "--no-monitor", "-f", "json"])
     assert out.exit_code == 0, out.output
     (message,) = json.loads(out.stdout)["messages"]
-    assert message["message"].startswith("6 of 6 labels matched") and "roc_auc" in message["metrics"]
+    assert (
+        message["message"].startswith("6 of 6 labels matched") and "roc_auc" in message["metrics"]
+    )
     pd.DataFrame({"request_id": ["nope"], "churned": [1]}).to_csv(base / "bad.csv", index=False)
     out = runner.invoke(app, ["labels", spec, str(base / "bad.csv"), "--no-monitor", "-f", "json"])
     assert out.exit_code == 3  # no label matched: a TargetError diagnostic, not a traceback
@@ -263,7 +281,9 @@ def test_prediction_drift_counts_only_the_champions_answers(setup) -> None:  # n
     rng = np.random.default_rng(6)
     feed(wd, names, churn_rows(rng, 1000), rng.beta(2, 5, 1000), T0 - 60)
     log = RequestLog(request_log_dir(wd), feature_names=names)
-    log.append(churn_rows(rng, 300)[names].to_numpy(), np.full(300, 0.99), "2", ts=T0 - 30)  # canary
+    log.append(
+        churn_rows(rng, 300)[names].to_numpy(), np.full(300, 0.99), "2", ts=T0 - 30
+    )  # canary
     log.close()
     result = monitor_once(plan, base, MonitorOptions(now=T0, evidently=False, act=False))
     assert result.summary["requests"] == 1300
@@ -283,10 +303,14 @@ def test_new_rows_since_the_training_set_trigger_a_retrain(setup) -> None:  # no
     assert 50 <= newer <= 100
     folder = wd / "runs" / "R1" / "build_training_set"
     folder.mkdir(parents=True)
-    seen = customers[customers["event_ts"] <= cutoff].rename(columns={"event_ts": "event_timestamp"})
+    seen = customers[customers["event_ts"] <= cutoff].rename(
+        columns={"event_ts": "event_timestamp"}
+    )
     seen.to_parquet(folder / "training_set.parquet")
     started = datetime.fromtimestamp(T0 - 3600, tz=UTC).isoformat()
-    save_state(wd, {"runs": [{"status": "applied", "run_id": "R1", "started": started, "metrics": {}}]})
+    save_state(
+        wd, {"runs": [{"status": "applied", "run_id": "R1", "started": started, "metrics": {}}]}
+    )
     retrain = Recorder()
     result = monitor_once(plan, base, MonitorOptions(now=T0, evidently=False), retrain_fn=retrain)
     assert retrain.calls == [[f"{newer} new rows since the last training (trigger at 50)"]]

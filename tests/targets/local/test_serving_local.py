@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from specml.compiler.api import plan_file
 from specml.compiler.errors import TargetError
 from specml.runtime.serving.testing import http_request, write_model_dir
@@ -58,7 +57,9 @@ def test_serve_blocks_answers_and_stops_on_sigterm(plan, tmp_path: Path) -> None
         "from specml.targets.local.serve import serve; "
         f"serve(plan_file({str(SPEC)!r}), Path({str(tmp_path)!r}), port={port})"
     )
-    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60

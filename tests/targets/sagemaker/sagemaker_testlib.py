@@ -56,11 +56,19 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict:
         if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
-            return {"accountId": ACCOUNT, "arn": f"arn:aws:iam::{ACCOUNT}:user/test",
-                    "userId": "AIDTEST", "id": ACCOUNT}
+            return {
+                "accountId": ACCOUNT,
+                "arn": f"arn:aws:iam::{ACCOUNT}:user/test",
+                "userId": "AIDTEST",
+                "id": ACCOUNT,
+            }
         if args.token == "aws:index/getPartition:getPartition":
-            return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws",
-                    "reverseDnsSuffix": "com.amazonaws"}
+            return {
+                "partition": "aws",
+                "dnsSuffix": "amazonaws.com",
+                "id": "aws",
+                "reverseDnsSuffix": "com.amazonaws",
+            }
         return {}
 
     # ---- queries used by the tests ----------------------------------------------------------
@@ -79,9 +87,13 @@ def _fresh_event_loop() -> None:
     asyncio.set_event_loop(asyncio.new_event_loop())
 
 
-def run_program(plan_json: str, config: dict[str, str] | None = None,
-                secret_keys: tuple[str, ...] = (), stack_outputs: dict[str, Any] | None = None,
-                region: str = "eu-west-1") -> tuple[RecordingMocks, dict[str, Any]]:
+def run_program(
+    plan_json: str,
+    config: dict[str, str] | None = None,
+    secret_keys: tuple[str, ...] = (),
+    stack_outputs: dict[str, Any] | None = None,
+    region: str = "eu-west-1",
+) -> tuple[RecordingMocks, dict[str, Any]]:
     """Run `program.build(plan_json)` under mocks; return the recorder and resolved outputs."""
     from specml.targets.sagemaker.naming import Names
     from specml.targets.sagemaker.program import build
@@ -103,9 +115,13 @@ def run_program(plan_json: str, config: dict[str, str] | None = None,
     return mocks, resolved
 
 
-def run_project(project_dir: Path, config: dict[str, str] | None = None,
-                secret_keys: tuple[str, ...] = (), stack_outputs: dict[str, Any] | None = None,
-                region: str = "eu-west-1") -> tuple[RecordingMocks, dict[str, Any]]:
+def run_project(
+    project_dir: Path,
+    config: dict[str, str] | None = None,
+    secret_keys: tuple[str, ...] = (),
+    stack_outputs: dict[str, Any] | None = None,
+    region: str = "eu-west-1",
+) -> tuple[RecordingMocks, dict[str, Any]]:
     """Run a compiled project folder the way Pulumi's Python host does (`runpy.run_path(dir)`,
     which executes its `__main__.py`) under mocks; return the recorder and the stack outputs."""
     import runpy
@@ -148,8 +164,10 @@ STACK_ROLE = "arn:aws:iam::123456789012:role/ml-base-exec"
 # Config each example spec needs to run (the values a platform engineer would `pulumi config set`).
 CONFIG: dict[str, tuple[dict[str, str], tuple[str, ...]]] = {
     "churn": ({"image": IMAGE}, ()),
-    "fraud": ({"image": IMAGE, "kmsKeyArn": KMS_ARN, "alertWebhookUrl": WEBHOOK},
-              ("kmsKeyArn", "alertWebhookUrl")),
+    "fraud": (
+        {"image": IMAGE, "kmsKeyArn": KMS_ARN, "alertWebhookUrl": WEBHOOK},
+        ("kmsKeyArn", "alertWebhookUrl"),
+    ),
     "demand": ({"image": IMAGE}, ()),
 }
 
@@ -165,8 +183,12 @@ def plan_for(spec: str) -> Plan:
 def run_spec(spec: str, plan: Plan | None = None) -> tuple[RecordingMocks, dict[str, Any]]:
     """Run the program for an example spec (or a variant of its Plan) with its config."""
     config, secrets = CONFIG[spec]
-    return run_program((plan or plan_for(spec)).to_json(), config, secrets,
-                       stack_outputs={"executionRoleArn": STACK_ROLE})
+    return run_program(
+        (plan or plan_for(spec)).to_json(),
+        config,
+        secrets,
+        stack_outputs={"executionRoleArn": STACK_ROLE},
+    )
 
 
 def without_shadow(plan: Plan) -> Plan:
@@ -174,7 +196,9 @@ def without_shadow(plan: Plan) -> Plan:
     assert plan.rollout is not None
     steps = [s for s in plan.rollout.steps if s.kind != "shadow"]
     steps = [s.model_copy(update={"index": i}) for i, s in enumerate(steps)]
-    return plan.model_copy(update={"rollout": plan.rollout.model_copy(update={"steps": tuple(steps)})})
+    return plan.model_copy(
+        update={"rollout": plan.rollout.model_copy(update={"steps": tuple(steps)})}
+    )
 
 
 _SIG_KEY, _SECRET_SIG = "4dabf18193072939515e22adb298388d", "1b47061264138c4ac30d75fd1eb44270"
@@ -182,7 +206,9 @@ _SIG_KEY, _SECRET_SIG = "4dabf18193072939515e22adb298388d", "1b47061264138c4ac30
 
 def secret_value(value: Any) -> Any:
     """The plaintext of a value the mocks received as a Pulumi secret; fails if it was plain."""
-    assert isinstance(value, dict) and value.get(_SIG_KEY) == _SECRET_SIG, f"not a secret: {value!r}"
+    assert isinstance(value, dict) and value.get(_SIG_KEY) == _SECRET_SIG, (
+        f"not a secret: {value!r}"
+    )
     return value["value"]
 
 

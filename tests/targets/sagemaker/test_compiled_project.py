@@ -34,19 +34,30 @@ HERE = Path(__file__).resolve().parent
 runner = CliRunner()
 
 # Equal 25% steps with equal 5-minute holds: what SageMaker expresses exactly as LINEAR routing.
-LINEAR = ("rollout.steps=[{traffic:25,hold:5m},{traffic:50,hold:5m},{traffic:75,hold:5m},"
-          "{traffic:100,hold:10m}]")
+LINEAR = (
+    "rollout.steps=[{traffic:25,hold:5m},{traffic:50,hold:5m},{traffic:75,hold:5m},"
+    "{traffic:100,hold:10m}]"
+)
 
 
 def compile_cli(spec: str, out: Path, *extra: str, check: bool = False) -> Any:
     """`specml compile specs/SPEC.yaml [overrides] --target sagemaker -o OUT [--check]`."""
-    args = ["compile", str(SPECS_DIR / f"{spec}.yaml"), *extra, "--target", "sagemaker",
-            "-o", str(out)]
+    args = [
+        "compile",
+        str(SPECS_DIR / f"{spec}.yaml"),
+        *extra,
+        "--target",
+        "sagemaker",
+        "-o",
+        str(out),
+    ]
     return runner.invoke(app, [*args, "--check"] if check else args)
 
 
 def tree(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 def run_dir(spec: str, out: Path) -> tuple[RecordingMocks, dict[str, Any]]:
@@ -94,9 +105,24 @@ def test_compiled_bytes_do_not_depend_on_hash_seed(tmp_path: Path) -> None:
     for seed in ("1", "2"):
         out = tmp_path / f"seed{seed}"
         env = {**os.environ, "PYTHONHASHSEED": seed}
-        subprocess.run([sys.executable, "-m", "specml.cli.main", "compile",
-                        str(SPECS_DIR / "fraud.yaml"), "--target", "sagemaker", "-o", str(out)],
-                       check=True, env=env, cwd=REPO, capture_output=True, timeout=120)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "specml.cli.main",
+                "compile",
+                str(SPECS_DIR / "fraud.yaml"),
+                "--target",
+                "sagemaker",
+                "-o",
+                str(out),
+            ],
+            check=True,
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            timeout=120,
+        )
         outs.append(tree(out))
     assert {"Pulumi.yaml", "pipeline_definition.json", "plan.json"} <= set(outs[0])
     assert outs[0] == outs[1]
@@ -119,8 +145,9 @@ def test_compiled_dir_runs_under_mocks_like_the_in_repo_program(spec: str, tmp_p
 
 def test_compiled_linear_rollout_reaches_the_endpoint(tmp_path: Path) -> None:
     """Equal rollout steps compile to LINEAR routing; DIR's plan.json, not the repo's, is used."""
-    result = compile_cli("churn", tmp_path, LINEAR, "serving.replicas.min=4",
-                         "serving.replicas.max=8")
+    result = compile_cli(
+        "churn", tmp_path, LINEAR, "serving.replicas.min=4", "serving.replicas.max=8"
+    )
     assert result.exit_code == 0, result.output
     plan = Plan.from_json((tmp_path / "plan.json").read_text())
     assert plan.rollout is not None
@@ -136,14 +163,18 @@ def test_compiled_linear_rollout_reaches_the_endpoint(tmp_path: Path) -> None:
     # 30 min provisioning allowance + 4 shifts x 5 min + 10 min termination wait.
     assert policy["maximumExecutionTimeoutInSeconds"] == 1800 + 4 * 300 + 600
     variant = mocks.one("aws:sagemaker/endpointConfiguration:EndpointConfiguration").inputs[
-        "productionVariants"][0]
+        "productionVariants"
+    ][0]
     assert variant["initialInstanceCount"] == 4
     scaling = mocks.one("aws:appautoscaling/target:Target").inputs
     assert (scaling["minCapacity"], scaling["maxCapacity"]) == (4, 8)
     assert outputs["endpointName"] == "churn"
     # The repo's churn spec is a 5% canary: the program really read DIR's plan.json.
-    repo_traffic = run_spec("churn")[0].one(ENDPOINT).inputs["deploymentConfig"][
-        "blueGreenUpdatePolicy"]["trafficRoutingConfiguration"]
+    repo_traffic = (
+        run_spec("churn")[0]
+        .one(ENDPOINT)
+        .inputs["deploymentConfig"]["blueGreenUpdatePolicy"]["trafficRoutingConfiguration"]
+    )
     assert repo_traffic["type"] == "CANARY"
 
 
@@ -159,14 +190,23 @@ def test_compiled_dir_runs_in_a_fresh_interpreter(tmp_path: Path) -> None:
         "print(json.dumps({'outputs': outputs, 'types': sorted({c.type for c in mocks.created}),"
         " 'alarms': sorted(c.inputs['name'] for c in mocks.of_type(sys.argv[2]))}))\n"
     )
-    done = subprocess.run([sys.executable, "-c", script, CONFIG["demand"][0]["image"], ALARM],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    done = subprocess.run(
+        [sys.executable, "-c", script, CONFIG["demand"][0]["image"], ALARM],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["outputs"]["endpointName"] == "demand-forecast"
     assert report["outputs"]["bucketName"].startswith("demand-forecast")
-    assert {"aws:sagemaker/endpoint:Endpoint", "aws:sagemaker/pipeline:Pipeline",
-            "aws:sagemaker/featureGroup:FeatureGroup", "aws:iam/role:Role"} <= set(report["types"])
+    assert {
+        "aws:sagemaker/endpoint:Endpoint",
+        "aws:sagemaker/pipeline:Pipeline",
+        "aws:sagemaker/featureGroup:FeatureGroup",
+        "aws:iam/role:Role",
+    } <= set(report["types"])
     assert report["alarms"] == ["demand-forecast-slo-error-rate", "demand-forecast-slo-p95-latency"]
 
 

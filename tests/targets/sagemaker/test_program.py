@@ -69,13 +69,17 @@ def test_fraud_hold_is_clamped_to_sagemakers_limit() -> None:
 @pytest.mark.parametrize("spec", ["churn", "fraud", "demand"])
 def test_auto_rollback_names_alarms_that_exist(spec: str) -> None:
     endpoint = ran(spec)[0].one(ENDPOINT)
-    named = [a["alarmName"] for a in endpoint.inputs["deploymentConfig"]
-             ["autoRollbackConfiguration"]["alarms"]]
+    named = [
+        a["alarmName"]
+        for a in endpoint.inputs["deploymentConfig"]["autoRollbackConfiguration"]["alarms"]
+    ]
     alarms = alarms_by_name(spec)
     assert named and set(named) <= set(alarms)
     for name in named:
-        dims = alarms[name].inputs.get("dimensions") or alarms[name].inputs["metricQueries"][0][
-            "metric"]["dimensions"]
+        dims = (
+            alarms[name].inputs.get("dimensions")
+            or alarms[name].inputs["metricQueries"][0]["metric"]["dimensions"]
+        )
         assert dims == {"EndpointName": plan_for(spec).endpoint.name, "VariantName": "primary"}
 
 
@@ -122,24 +126,35 @@ def test_alarms_notify_the_webhook_topic_when_the_spec_has_one() -> None:
 def test_bucket_is_versioned_encrypted_and_private() -> None:
     mocks = ran("churn")[0]
     assert mocks.one("aws:s3/bucketVersioning:BucketVersioning").inputs[
-        "versioningConfiguration"] == {"status": "Enabled"}
-    sse = mocks.one("aws:s3/bucketServerSideEncryptionConfiguration:"
-                    "BucketServerSideEncryptionConfiguration").inputs["rules"][0]
+        "versioningConfiguration"
+    ] == {"status": "Enabled"}
+    sse = mocks.one(
+        "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+    ).inputs["rules"][0]
     assert sse["applyServerSideEncryptionByDefault"] == {"sseAlgorithm": "AES256"}
     block = mocks.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock").inputs
-    for key in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets"):
+    for key in (
+        "blockPublicAcls",
+        "blockPublicPolicy",
+        "ignorePublicAcls",
+        "restrictPublicBuckets",
+    ):
         assert block[key] is True
     assert mocks.one("aws:s3/bucketOwnershipControls:BucketOwnershipControls").inputs["rule"] == {
-        "objectOwnership": "BucketOwnerEnforced"}
+        "objectOwnership": "BucketOwnerEnforced"
+    }
 
 
 def test_kms_key_comes_from_a_config_secret_never_the_plan() -> None:
     mocks = ran("fraud")[0]
-    rules = mocks.one("aws:s3/bucketServerSideEncryptionConfiguration:"
-                      "BucketServerSideEncryptionConfiguration").inputs["rules"]
+    rules = mocks.one(
+        "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+    ).inputs["rules"]
     # The key ARN is a config secret, so everything holding it stays secret in the state.
     assert secret_value(rules)[0]["applyServerSideEncryptionByDefault"] == {
-        "sseAlgorithm": "aws:kms", "kmsMasterKeyId": KMS_ARN}
+        "sseAlgorithm": "aws:kms",
+        "kmsMasterKeyId": KMS_ARN,
+    }
     assert KMS_ARN not in plan_for("fraud").to_json()  # only the reference is in the Plan
     for group in mocks.of_type(FEATURE_GROUP):
         offline = secret_value(group.inputs["offlineStoreConfig"])
@@ -155,8 +170,13 @@ def test_created_role_is_least_privilege() -> None:
     mocks, outputs = ran("demand")
     role = mocks.one("aws:iam/role:Role").inputs
     trust = json.loads(role["assumeRolePolicy"])["Statement"]
-    assert trust == [{"Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"},
-                      "Action": "sts:AssumeRole"}]
+    assert trust == [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "sagemaker.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }
+    ]
     bucket_arn = f"arn:aws:s3:::{outputs['bucketName']}"
     for st in _policy("demand")["Statement"]:
         actions, resources = st["Action"], st["Resource"]
@@ -169,9 +189,11 @@ def test_created_role_is_least_privilege() -> None:
                 assert ":pipeline/demand-forecast-" in r or "/demand-forecast" in r, r
         if any(a.startswith("sagemaker:Create") for a in actions) and "Condition" in st:
             assert st["Condition"]["StringEquals"] == {
-                "aws:RequestTag/specml:system": "demand-forecast"}
+                "aws:RequestTag/specml:system": "demand-forecast"
+            }
     assert {"logs:PutLogEvents", "cloudwatch:PutMetricData"} <= {
-        a for st in _policy("demand")["Statement"] for a in st["Action"]}
+        a for st in _policy("demand")["Statement"] for a in st["Action"]
+    }
 
 
 def test_given_roles_are_used_not_created() -> None:
@@ -182,18 +204,26 @@ def test_given_roles_are_used_not_created() -> None:
     fraud, fraud_out = ran("fraud")  # role: {arn: ...}
     assert not fraud.of_type("aws:iam/role:Role")
     assert fraud_out["executionRoleArn"] == "arn:aws:iam::123456789012:role/risk-sagemaker-exec"
-    assert fraud.one("aws:sagemaker/pipeline:Pipeline").inputs["roleArn"] == fraud_out[
-        "executionRoleArn"]
+    assert (
+        fraud.one("aws:sagemaker/pipeline:Pipeline").inputs["roleArn"]
+        == fraud_out["executionRoleArn"]
+    )
 
 
 @pytest.mark.parametrize("spec", ["churn", "fraud", "demand"])
 def test_one_feature_group_per_view_with_mapped_types(spec: str) -> None:
     plan = plan_for(spec)
-    groups = {g.inputs["featureGroupName"]: plain(g.inputs)
-              for g in ran(spec)[0].of_type(FEATURE_GROUP)}
+    groups = {
+        g.inputs["featureGroupName"]: plain(g.inputs) for g in ran(spec)[0].of_type(FEATURE_GROUP)
+    }
     assert len(groups) == len(plan.features.views)
-    expected_type = {"int32": "Integral", "int64": "Integral", "float32": "Fractional",
-                     "float64": "Fractional", "string": "String"}
+    expected_type = {
+        "int32": "Integral",
+        "int64": "Integral",
+        "float32": "Fractional",
+        "float64": "Fractional",
+        "string": "String",
+    }
     for view in plan.features.views:
         group = groups[f"{plan.system.name}-{view.id.replace('_', '-')}"]
         entity = next(e for e in plan.features.entities if e.id == view.entity_id)
@@ -228,7 +258,9 @@ def test_no_shadow_variant_without_a_shadow_step() -> None:
 
 def test_deployed_pipeline_definition_is_concrete_and_valid() -> None:
     mocks, outputs = ran("churn")
-    definition = json.loads(mocks.one("aws:sagemaker/pipeline:Pipeline").inputs["pipelineDefinition"])
+    definition = json.loads(
+        mocks.one("aws:sagemaker/pipeline:Pipeline").inputs["pipelineDefinition"]
+    )
     assert validate_definition(definition) == []
     text = json.dumps(definition)
     assert "${" not in text and f"s3://{outputs['bucketName']}/runs" in text
@@ -339,12 +371,19 @@ def test_every_nested_input_key_is_a_pulumi_aws_property(spec: str) -> None:
 
 def test_models_serve_the_uncompressed_onnx_export_folder() -> None:
     mocks, outputs = ran("fraud")
-    by_variant = {m.inputs["tags"]["specml:variant"]: m.inputs["primaryContainer"]
-                  for m in mocks.of_type("aws:sagemaker/model:Model")}
+    by_variant = {
+        m.inputs["tags"]["specml:variant"]: m.inputs["primaryContainer"]
+        for m in mocks.of_type("aws:sagemaker/model:Model")
+    }
     plan = plan_for("fraud")
-    for variant, version in (("champion", plan.registry.champion_alias),
-                             ("challenger", plan.registry.challenger_alias)):
+    for variant, version in (
+        ("champion", plan.registry.champion_alias),
+        ("challenger", plan.registry.challenger_alias),
+    ):
         (source,) = by_variant[variant]["modelDataSource"]["s3DataSources"]
-        assert source == {"s3Uri": f"s3://{outputs['bucketName']}/models/{plan.registry.name}/"
-                          f"{version}/", "s3DataType": "S3Prefix", "compressionType": "None"}
+        assert source == {
+            "s3Uri": f"s3://{outputs['bucketName']}/models/{plan.registry.name}/{version}/",
+            "s3DataType": "S3Prefix",
+            "compressionType": "None",
+        }
         assert "modelDataUrl" not in by_variant[variant]

@@ -40,15 +40,15 @@ def allowed_resources(plan: Plan, bucket: str, role_arn: str) -> list[str]:
     region, acct = re.escape(sm.region), ACCOUNT
     smarn = f"arn:aws:sagemaker:{region}:{acct}"
     return [
-        re.escape(f"arn:aws:s3:::{bucket}"), re.escape(f"arn:aws:s3:::{bucket}/*"),
+        re.escape(f"arn:aws:s3:::{bucket}"),
+        re.escape(f"arn:aws:s3:::{bucket}/*"),
         re.escape(role_arn),
         f"{smarn}:(feature-group|pipeline)/{prefix}-\\*",
         f"{smarn}:pipeline/{prefix}-\\*/execution/\\*",
         f"{smarn}:model-package(-group)?/{prefix}\\*",
         f"{smarn}:(processing|training)-job/\\*",  # only with the system-tag condition (below)
         f"arn:aws:glue:{region}:{acct}:(catalog|database/sagemaker_featurestore)",
-        f"arn:aws:glue:{region}:{acct}:table/sagemaker_featurestore/"
-        f"{prefix.replace('-', '_')}\\*",
+        f"arn:aws:glue:{region}:{acct}:table/sagemaker_featurestore/{prefix.replace('-', '_')}\\*",
         f"arn:aws:logs:{region}:{acct}:log-group:/aws/sagemaker/\\*",
         re.escape("arn:aws:ecr:eu-west-1:123456789012:repository/specml-runtime"),
         re.escape(KMS_ARN),
@@ -97,7 +97,8 @@ def test_execution_policy_pulls_only_the_spec_image_repository() -> None:
     mocks, _ = run_spec("demand")
     pulls = [st for st in policy_of(mocks)["Statement"] if "ecr:BatchGetImage" in st["Action"]]
     assert [st["Resource"] for st in pulls] == [
-        [f"arn:aws:ecr:eu-west-1:{ACCOUNT}:repository/specml-runtime"]]
+        [f"arn:aws:ecr:eu-west-1:{ACCOUNT}:repository/specml-runtime"]
+    ]
     assert IMAGE.startswith(f"{ACCOUNT}.dkr.ecr.eu-west-1.amazonaws.com/specml-runtime:")
 
 
@@ -108,7 +109,9 @@ def plaintext(value: Any, needle: str, path: str = "", secret: bool = False) -> 
             return plaintext(value.get("value"), needle, path, True)
         return [h for k, v in value.items() for h in plaintext(v, needle, f"{path}.{k}", secret)]
     if isinstance(value, list):
-        return [h for i, v in enumerate(value) for h in plaintext(v, needle, f"{path}[{i}]", secret)]
+        return [
+            h for i, v in enumerate(value) for h in plaintext(v, needle, f"{path}[{i}]", secret)
+        ]
     return [path] if isinstance(value, str) and needle in value and not secret else []
 
 
@@ -122,10 +125,14 @@ def test_secrets_reach_resources_only_as_pulumi_secrets() -> None:
             if needle in json.dumps(plain(c.inputs)):
                 holders[label].add(c.type)
     # ... and they did reach the resources that need them (so the check above is not vacuous).
-    assert {"aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
-            "aws:sagemaker/featureGroup:FeatureGroup", "aws:sagemaker/pipeline:Pipeline",
-            "aws:iam/rolePolicy:RolePolicy", "aws:sns/topic:Topic",
-            "aws:sagemaker/endpointConfiguration:EndpointConfiguration"} <= holders["kms"]
+    assert {
+        "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
+        "aws:sagemaker/featureGroup:FeatureGroup",
+        "aws:sagemaker/pipeline:Pipeline",
+        "aws:iam/rolePolicy:RolePolicy",
+        "aws:sns/topic:Topic",
+        "aws:sagemaker/endpointConfiguration:EndpointConfiguration",
+    } <= holders["kms"]
     assert holders["webhook"] == {"aws:sns/topicSubscription:TopicSubscription"}
     sub = mocks.one("aws:sns/topicSubscription:TopicSubscription").inputs
     assert secret_value(sub["endpoint"]) == WEBHOOK

@@ -57,7 +57,8 @@ def test_main_py_is_a_thin_call_into_the_installed_program(tmp_path: Path) -> No
     tree = ast.parse(source)
     imports = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
     assert ("specml.targets.sagemaker.program", "build") in {
-        (n.module, a.name) for n in imports for a in n.names}
+        (n.module, a.name) for n in imports for a in n.names
+    }
     assert len(source.splitlines()) < 15
     pulumi_yaml = (tmp_path / "Pulumi.yaml").read_text()
     assert "name: python" in pulumi_yaml and "name: specml-churn" in pulumi_yaml
@@ -96,8 +97,13 @@ def test_check_names_every_approximation_and_readme_lists_them(tmp_path: Path) -
     issues = SagemakerTarget().check(plan_for("churn"))
     assert all(d.severity == "warning" for d in issues)
     paths = {d.yaml_path for d in issues}
-    assert {"rollout.steps[2]", "rollout.rollback_when", "alerts.accuracy",
-            "targets.sagemaker.image", "targets.sagemaker.role"} <= paths
+    assert {
+        "rollout.steps[2]",
+        "rollout.rollback_when",
+        "alerts.accuracy",
+        "targets.sagemaker.image",
+        "targets.sagemaker.role",
+    } <= paths
     SagemakerTarget().emit(plan_for("churn"), tmp_path)
     readme = (tmp_path / "README.md").read_text()
     assert "the 20% step (hold 3600 s) is dropped" in readme
@@ -122,9 +128,13 @@ def test_feature_store_limits_are_errors_naming_the_field() -> None:
     field = view.fields[0].model_copy(update={"name": "write_time"})
     view = view.model_copy(update={"fields": (field, *view.fields[1:])})
     features = plan.features.model_copy(
-        update={"entities": (entity,), "views": (view, *plan.features.views[1:])})
-    errors = [d for d in SagemakerTarget().check(plan.model_copy(update={"features": features}))
-              if d.severity == "error"]
+        update={"entities": (entity,), "views": (view, *plan.features.views[1:])}
+    )
+    errors = [
+        d
+        for d in SagemakerTarget().check(plan.model_copy(update={"features": features}))
+        if d.severity == "error"
+    ]
     assert {(d.code, d.yaml_path) for d in errors} == {
         ("sagemaker_fractional_key", "features.entities.customer.dtype"),
         ("sagemaker_reserved_feature_name", f"features.views.{view.id}.fields.write_time"),
