@@ -299,3 +299,28 @@ def test_format_1_reference_files_still_load(tmp_path, samples: dict[str, np.nda
     np.savez_compressed(tmp_path / "v99.npz", **arrays)
     with pytest.raises(ValueError, match="format 99 is newer"):
         Reference.load(tmp_path / "v99.npz")
+
+
+@pytest.mark.parametrize("layout", ["row-major", "column-major"])
+def test_threaded_counting_equals_one_thread(monkeypatch, layout: str) -> None:
+    """Large windows are counted by feature range on threads; the counts must not change."""
+    from specml.runtime.monitor import drift
+
+    rng = np.random.default_rng(7)
+    rows, cols = 40_000, 27  # 1.08M values: over the threading threshold, uneven ranges
+    train = rng.normal(size=(rows, cols))
+    train[:, 3] = rng.integers(0, 5, rows)  # ties
+    current = rng.normal(0.2, 1.1, size=(rows, cols))
+    current[rng.random((rows, cols)) < 0.01] = np.nan
+    current[:, 3] = rng.integers(0, 6, rows)
+    if layout == "column-major":
+        current = np.asfortranarray(current)
+    names = [f"f{j}" for j in range(cols)]
+    ref = build_reference(train, names)
+    assert current.size >= drift._PARALLEL_MIN_VALUES
+    threaded = check_drift(ref, current).to_json()
+    monkeypatch.setattr(drift, "_PARALLEL_MIN_VALUES", current.size + 1)
+    assert check_drift(ref, current).to_json() == threaded
+    finite = current[:, 5][~np.isnan(current[:, 5])]
+    ks = stats.ks_2samp(train[:, 5], finite).statistic
+    assert abs(threaded["features"]["f5"]["ks"] - ks) <= ref.ks_error_bound[5] + 1e-12
