@@ -143,14 +143,19 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def labels(
         args: Annotated[
-            list[str], typer.Argument(help="Spec file, then the label file (csv/parquet/jsonl).")
+            list[str],
+            typer.Argument(
+                help="Spec file, then the label file (csv/parquet/jsonl); without a file, the "
+                "labels POSTed to the server (/v1/models/NAME/labels). Overrides may follow."
+            ),
         ],
         no_monitor: Annotated[
             bool, typer.Option("--no-monitor", help="Only store the live metrics.")
         ] = False,
         format: Annotated[str, typer.Option("--format", "-f", help="human or json.")] = "human",
     ) -> None:
-        """Ingest delayed labels: live metrics on logged predictions, then metric-drop alerts."""
+        """Ingest delayed labels (a file, or those POSTed to the server): live metrics on logged
+        predictions, then metric-drop alerts."""
         from specml.cli.main import EXIT_USAGE, _fail, _guard, _load_plan
         from specml.cli.output import Reporter
 
@@ -159,14 +164,17 @@ def register(app: typer.Typer) -> None:
         def body() -> int:
             from specml.targets.local.monitor import MonitorOptions, ingest_labels, monitor_once
 
-            if len(args) < 2:
+            if not args:
                 _fail(
                     reporter,
                     EXIT_USAGE,
-                    "expected SPEC and a label FILE",
-                    hint="specml labels SPEC FILE",
+                    "expected SPEC (and a label FILE, or labels POSTed to the server)",
+                    hint="specml labels SPEC [FILE]",
                 )
-            spec, label_file, overrides = Path(args[0]), Path(args[1]), list(args[2:])
+            spec, rest = Path(args[0]), list(args[1:])
+            has_file = bool(rest) and ("=" not in rest[0] or Path(rest[0]).exists())
+            label_file = Path(rest.pop(0)) if has_file else None
+            overrides = rest
             plan = _load_plan(spec, [], overrides, reporter)
             result = ingest_labels(plan, spec.parent.resolve(), label_file)
             metrics = ", ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items())

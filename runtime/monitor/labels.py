@@ -1,12 +1,22 @@
-"""Delayed labels: join a label file to logged predictions and compute the live model metrics.
+"""Delayed labels: join labels to logged predictions and compute the live model metrics.
 
-A label file (csv, parquet, json lines) has a label column (the spec's label field, or `label`)
-and a key: `request_id` (as logged), or the entity join keys (the newest logged prediction for
-each entity is the one labelled). The metrics are those named by metric_drop alerts/triggers.
+Labels arrive two ways. A label file (csv, parquet, json lines) has a label column (the spec's
+label field, or `label`) and a key: `request_id` (as logged), or the entity join keys (the newest
+logged prediction for each entity is the one labelled). Or a client POSTs them to the model server
+(`POST /v1/models/{name}/labels`, rows {"label": ..., "request_id": ...} or with the entity keys
+instead of request_id); the server checks them (`check_label_rows`) and appends them to
+`<workdir>/monitor/labels/` (`LabelSink`), where `specml labels SPEC` and `specml monitor` read
+them. A row keyed by request_id is joined by it, any other row by its entity keys. The metrics are
+those named by metric_drop alerts/triggers.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import os
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +46,116 @@ def read_label_file(path: str | Path) -> Any:
     return pd.read_csv(path)
 
 
+MAX_LABELS_PER_REQUEST = 10_000
+MAX_REQUEST_ID_CHARS = 256
+
+
+def posted_labels_dir(workdir: str | Path) -> Path:
+    """Where the server keeps POSTed labels: <workdir>/monitor/labels."""
+    return Path(workdir) / "monitor" / "labels"
+
+
+def check_label_rows(doc: Any, join_keys: Sequence[str]) -> list[dict[str, Any]]:
+    """The rows of a POSTed {"labels": [...]} document, or ValueError naming the first bad row.
+
+    Each row: "label" (a finite number or bool) and either "request_id" (as the server answered
+    it) or every entity join key (numbers or strings); no other keys.
+    """
+    keys = list(join_keys)
+    allowed = {"label", "request_id", *keys}
+    if not isinstance(doc, dict) or not isinstance(doc.get("labels"), list):
+        raise ValueError('expected {"labels": [{"label": ..., "request_id": ...}, ...]}')
+    rows = doc["labels"]
+    extra = sorted(set(doc) - {"labels"})
+    if extra:
+        raise ValueError(f"unknown top-level key(s) {extra}; only 'labels' is read")
+    if not rows:
+        raise ValueError("'labels' is empty")
+    if len(rows) > MAX_LABELS_PER_REQUEST:
+        raise ValueError(
+            f"{len(rows)} labels in one request; send at most {MAX_LABELS_PER_REQUEST} per request"
+        )
+    out = []
+    for i, row in enumerate(rows):
+        where = f"labels[{i}]"
+        if not isinstance(row, dict):
+            raise ValueError(f"{where} is {type(row).__name__}, expected an object")
+        unknown = sorted(set(row) - allowed)
+        if unknown:
+            raise ValueError(f"{where} has unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+        label = row.get("label")
+        if isinstance(label, bool):
+            label = int(label)
+        if not isinstance(label, int | float) or not math.isfinite(label):
+            raise ValueError(f"{where}.label must be a finite number, got {row.get('label')!r}")
+        clean: dict[str, Any] = {"label": label}
+        rid = row.get("request_id")
+        if rid is not None:
+            if not isinstance(rid, str) or not rid or len(rid) > MAX_REQUEST_ID_CHARS:
+                raise ValueError(
+                    f"{where}.request_id must be a non-empty string of at most "
+                    f"{MAX_REQUEST_ID_CHARS} characters"
+                )
+            clean["request_id"] = rid
+        else:
+            missing = [k for k in keys if k not in row]
+            if not keys or missing:
+                wanted = " or ".join(["request_id", *([f"the entity keys {keys}"] if keys else [])])
+                raise ValueError(f"{where} needs {wanted}")
+            for k in keys:
+                v = row[k]
+                if isinstance(v, bool) or not isinstance(v, int | str):
+                    raise ValueError(f"{where}.{k} must be an integer or a string, got {v!r}")
+                clean[k] = v
+        out.append(clean)
+    return out
+
+
+class LabelSink:
+    """Append-only label files, one per process (`<ns-time>-<pid>.jsonl`), safe from threads."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        self._lock = threading.Lock()
+        self._path: Path | None = None
+
+    def append(self, rows: Sequence[dict[str, Any]]) -> int:
+        """Write the rows (stamped with the time they arrived) and flush; returns how many."""
+        stamp = time.time()
+        text = "".join(json.dumps({**r, "ts": stamp}, sort_keys=True) + "\n" for r in rows)
+        with self._lock:
+            if self._path is None:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                self._path = self.directory / f"{time.time_ns()}-{os.getpid()}.jsonl"
+            with self._path.open("a", encoding="utf-8") as fh:
+                fh.write(text)
+        return len(rows)
+
+
+def read_posted_labels(directory: str | Path) -> Any:
+    """Every POSTed label as a DataFrame (None when none were posted); a later label for the same
+    key wins. A torn last line (a crash mid-write) is skipped."""
+    import pandas as pd
+
+    rows = []
+    for path in sorted(Path(directory).glob("*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue
+    if not rows:
+        return None
+    frame = pd.DataFrame(rows).sort_values("ts", kind="stable")
+    keys = [c for c in frame.columns if c not in ("label", "ts")]
+    return frame.drop_duplicates(keys, keep="last").drop(columns="ts").reset_index(drop=True)
+
+
+def posted_labels_mtime(directory: str | Path) -> float:
+    """The newest change to the posted labels (0.0 when there are none)."""
+    return max((p.stat().st_mtime for p in Path(directory).glob("*.jsonl")), default=0.0)
+
+
 def label_metrics_wanted(plan: Plan) -> list[str]:
     """Model metrics named by metric_drop alerts and triggers (sorted, unique)."""
     names = {a.metric for a in plan.alerts if a.kind == "metric_drop"}
@@ -58,23 +178,38 @@ def join_labels(
             f"the label file has no '{plan.features.label.field}' or 'label' column",
             "add the label column",
         )
+    import pandas as pd
+
     pred_cols = [c for c in requests.columns if c == "prediction" or c.startswith("prediction:")]
+    has_keys = bool(join_keys) and all(k in labels.columns for k in join_keys)
+    if "request_id" not in labels.columns and not has_keys:
+        raise _error(
+            f"the labels have neither a request_id column nor the entity keys {list(join_keys)}",
+            "add request_id (as logged by the server) or the entity keys",
+        )
+    parts = []
+    by_entity = labels
     if "request_id" in labels.columns:
+        keyed = labels["request_id"].notna()
+        by_entity = labels[~keyed] if has_keys else labels.iloc[:0]
         logged = requests.dropna(subset=["request_id"]).drop_duplicates("request_id", keep="last")
-        merged = labels.merge(logged, on="request_id", how="inner", suffixes=("_label", ""))
-    elif join_keys and all(k in labels.columns for k in join_keys):
+        parts.append(
+            labels[keyed].merge(logged, on="request_id", how="inner", suffixes=("_label", ""))
+        )
+    if has_keys and len(by_entity):
+        by_entity = by_entity.dropna(subset=list(join_keys))
         ent = requests[requests["entity"].notna()].copy()
         for k in join_keys:
             ent[k] = [e.get(k) for e in ent["entity"]]
         ent = ent.dropna(subset=list(join_keys)).drop_duplicates(list(join_keys), keep="last")
         for k in join_keys:
-            ent[k] = ent[k].astype(labels[k].dtype)
-        merged = labels.merge(ent, on=list(join_keys), how="inner", suffixes=("_label", ""))
-    else:
-        raise _error(
-            f"the label file has neither a request_id column nor the entity keys {list(join_keys)}",
-            "add request_id (as logged by the server) or the entity keys",
+            ent[k] = ent[k].astype(by_entity[k].dtype)
+        parts.append(
+            by_entity.drop(columns=["request_id"], errors="ignore").merge(
+                ent, on=list(join_keys), how="inner", suffixes=("_label", "")
+            )
         )
+    merged = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
     y_col = label_col if label_col in merged.columns else f"{label_col}_label"
     return merged[y_col].to_numpy(), merged[pred_cols].to_numpy(dtype=np.float64)
 

@@ -7,6 +7,7 @@ Endpoints (model name and version from serving.json):
   GET  /v2/models/{name}[/versions/{v}]/ready
   POST /v2/models/{name}[/versions/{v}]/infer     JSON tensors or Triton binary tensor extension
   POST /v1/models/{name}/predict-by-entity        see `InferenceApp._predict_by_entity`
+  POST /v1/models/{name}/labels                   delayed labels for monitoring (monitor/labels.py)
   GET  /ping, POST /invocations                   SageMaker's container contract (sagemaker.py)
   GET  /metrics                                   Prometheus text format
 Readiness: /v2/health/ready, model ready and /ping answer 503 until the model AND the online
@@ -110,12 +111,14 @@ class InferenceApp:
         features: OnlineFeatureReader | None = None,
         max_body_bytes: int = 8 * 1024 * 1024,
         request_log: Any = None,
+        label_sink: Any = None,
     ) -> None:
         self.traffic = traffic
         self.metrics = metrics
         self.features = features
         self.max_body_bytes = max_body_bytes
         self.request_log = request_log  # specml.runtime.monitor.requestlog.RequestLog or None
+        self.label_sink = label_sink  # specml.runtime.monitor.labels.LabelSink or None
         # Why predict-by-entity cannot answer yet (None: the reader is loaded, or there is none).
         self.features_pending: str | None = None
         self._lookup_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="specml-lookup")
@@ -183,7 +186,31 @@ class InferenceApp:
             self._allow(method, "POST")
             self._check_model(parts[2], None)
             return await self._predict_by_entity(request)
+        if parts[:2] == ["v1", "models"] and len(parts) == 4 and parts[3] == "labels":
+            self._allow(method, "POST")
+            self._check_model(parts[2], None)
+            return None, self._labels(request)
         return None, _error(404, f"no route for {request.path!r}")
+
+    def _labels(self, request: HttpRequest) -> HttpResponse:
+        """Store delayed labels for `specml labels` / `specml monitor` (404 when not monitored)."""
+        from specml.runtime.monitor.labels import check_label_rows
+
+        if self.label_sink is None:
+            return _error(
+                404, "this server does not collect labels (it runs without a monitoring folder)"
+            )
+        doc = parse_json(self._body(request))
+        try:
+            rows = check_label_rows(doc, self.model.manifest.entity_join_keys)
+        except ValueError as exc:
+            raise ProtocolError(str(exc)) from None
+        try:
+            accepted = self.label_sink.append(rows)
+        except OSError as exc:
+            log.error("cannot store labels: %s", exc)
+            return _error(503, "labels could not be stored; retry later")
+        return _json(200, {"accepted": accepted})
 
     async def _route_v2(
         self, method: str, parts: list[str], request: HttpRequest

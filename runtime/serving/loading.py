@@ -127,7 +127,12 @@ def build_app(
             config.inject_error_rate,
         )
     return InferenceApp(
-        traffic, metrics, reader, config.max_body_bytes, _request_log(config, champion)
+        traffic,
+        metrics,
+        reader,
+        config.max_body_bytes,
+        _request_log(config, champion),
+        _label_sink(config),
     )
 
 
@@ -159,3 +164,12 @@ def _request_log(config: ServerConfig, champion: ModelSlot) -> Any:
         log.warning("request logging asked for but specml.runtime.monitor.requestlog is missing")
         return None
     return RequestLog(config.request_log_dir, feature_names=champion.model.manifest.features)
+
+
+def _label_sink(config: ServerConfig) -> Any:
+    """Where POSTed labels go: beside the request log (<workdir>/monitor/labels), when logging."""
+    if config.request_log_dir is None:
+        return None
+    from specml.runtime.monitor.labels import LabelSink
+
+    return LabelSink(Path(config.request_log_dir).parent / "labels")

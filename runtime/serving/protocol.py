@@ -78,7 +78,7 @@ def _reject_constant(name: str) -> float:
     # NaN is accepted as "missing" (imputation lives inside the model); infinities are refused.
     if name == "NaN":
         return math.nan
-    raise ProtocolError(f"non-finite number {name} is not allowed in tensor data")
+    raise ProtocolError(f"non-finite number {name} is not allowed in a request")
 
 
 def parse_json(raw: bytes) -> Any:

@@ -2,8 +2,9 @@
 
 One `monitor_once` reads the recent request log (<workdir>/monitor/requests), checks it against
 the champion's training reference (serving/current/drift_reference.npz, written at export), scrapes
-the live server's /metrics when it answers, evaluates the spec's alerts (levels persist across runs
-in monitor/state.json), writes summary.json + Evidently's evidently_drift.html under
+the live server's /metrics when it answers, joins labels POSTed to the server since the last pass
+(live model metrics, for metric-drop alerts), evaluates the spec's alerts (levels persist across
+runs in monitor/state.json), writes summary.json + Evidently's evidently_drift.html under
 <workdir>/monitor/, runs the actions of newly critical alerts (notify / rollback / retrain), then
 the retraining triggers: a due retrain trains again on current data (LocalTarget.apply, force),
 which registers a challenger and applies the gates, and starts its rollout.
@@ -12,6 +13,7 @@ which registers a challenger and applies the gates, and starts its rollout.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import urllib.request
 from collections.abc import Callable
@@ -29,6 +31,7 @@ MONITOR_STATE = "state.json"
 RETRAIN_STATE = "retrain_state.json"
 LABELS = "labels.json"
 DEFAULT_WINDOW_ROWS = 50_000
+log = logging.getLogger("specml.monitor")
 
 
 @dataclass
@@ -318,6 +321,7 @@ def monitor_once(
     state = load_state(wd) or {}
     holdout = _holdout_metrics(state)
     labels_path = out_dir / LABELS
+    _refresh_posted_labels(plan, base, wd, labels_path)
     live_metrics = json.loads(labels_path.read_text())["metrics"] if labels_path.exists() else None
 
     actions: list[dict[str, Any]] = []
@@ -430,13 +434,47 @@ def monitor_once(
     return MonitorResult(summary, summary["events"], actions, retrained, summary_path, html_path)
 
 
-def ingest_labels(plan: Plan, base_dir: Path, label_file: Path) -> dict[str, Any]:
-    """Join delayed labels to the request log; save the live metrics for metric-drop alerts."""
-    from specml.runtime.monitor.labels import live_metrics, read_label_file
+def _refresh_posted_labels(plan: Plan, base: Path, wd: Path, labels_path: Path) -> None:
+    """Labels POSTed since the live metrics were last computed are joined in now."""
+    from specml.runtime.monitor.labels import posted_labels_dir, posted_labels_mtime
+
+    posted = posted_labels_mtime(posted_labels_dir(wd))
+    if posted == 0.0 or (labels_path.exists() and labels_path.stat().st_mtime >= posted):
+        return
+    try:
+        ingest_labels(plan, base, None)
+    except TargetError as exc:  # e.g. no label matches a logged prediction yet: keep the last
+        log.warning("posted labels not used: %s", exc.diagnostics[0].message)
+
+
+def ingest_labels(plan: Plan, base_dir: Path, label_file: Path | None = None) -> dict[str, Any]:
+    """Join delayed labels (a file, or those POSTed to the server when `label_file` is None) to
+    the request log; save the live metrics for metric-drop alerts."""
+    from specml.runtime.monitor.labels import (
+        live_metrics,
+        posted_labels_dir,
+        read_label_file,
+        read_posted_labels,
+    )
     from specml.runtime.monitor.requestlog import read_requests, request_log_dir
     from specml.runtime.steps.common import entity_join_keys
 
     wd = workdir(plan, Path(base_dir).resolve())
+    if label_file is None:
+        labels = read_posted_labels(posted_labels_dir(wd))
+        if labels is None:
+            raise TargetError(
+                [
+                    Diagnostic(
+                        f"no labels were posted to the server (none under {posted_labels_dir(wd)})",
+                        stage="target",
+                        code="missing_labels",
+                        hint="POST them to /v1/models/<name>/labels, or pass a label FILE",
+                    )
+                ]
+            )
+    else:
+        labels = read_label_file(label_file)
     requests = read_requests(request_log_dir(wd))
     if not len(requests):
         raise TargetError(
@@ -449,8 +487,9 @@ def ingest_labels(plan: Plan, base_dir: Path, label_file: Path) -> dict[str, Any
                 )
             ]
         )
-    result = live_metrics(plan, read_label_file(label_file), requests, entity_join_keys(plan))
+    result = live_metrics(plan, labels, requests, entity_join_keys(plan))
     result["at"] = time.time()
+    result["source"] = str(label_file) if label_file is not None else "posted"
     out = wd / "monitor" / LABELS
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, sort_keys=True, indent=2) + "\n")

@@ -241,6 +241,45 @@ def test_delayed_labels_raise_metric_drop(setup) -> None:  # noqa: ANN001
     assert retrain.calls == [["alert 'accuracy' critical (action retrain)"]]
 
 
+def test_posted_labels_reach_the_next_monitor_pass(setup) -> None:  # noqa: ANN001
+    """Labels POSTed to the server (by request id or by entity) are joined without a file."""
+    from sklearn.metrics import roc_auc_score
+    from specml.runtime.monitor.labels import LabelSink, posted_labels_dir
+
+    base, plan, wd, names = setup
+    rng = np.random.default_rng(6)
+    preds = rng.random(800)
+    feed(wd, names, churn_rows(rng, 800), preds, T0 - 60)
+    truth = (rng.random(800) < np.where(rng.random(800) < 0.4, preds, 0.5)).astype(int)
+    sink = LabelSink(posted_labels_dir(wd))
+    # Half by the request id the server answered with, half by entity key, in two requests;
+    # a relabel of row 0 later wins over its first label.
+    sink.append([{"label": 1 - int(truth[0]), "request_id": f"r{T0 - 60:.0f}-0"}])
+    sink.append([{"label": int(truth[i]), "request_id": f"r{T0 - 60:.0f}-{i}"} for i in range(400)])
+    sink.append([{"label": int(truth[i]), "customer_id": i} for i in range(400, 800)])
+    result = monitor_once(
+        plan, base, MonitorOptions(now=T0, evidently=False), retrain_fn=Recorder()
+    )
+    saved = json.loads((wd / "monitor" / "labels.json").read_text())
+    assert saved["source"] == "posted" and saved["matched"] == 800
+    assert saved["metrics"]["roc_auc"] == pytest.approx(roc_auc_score(truth, preds))
+    assert result.summary["live_metrics"]["roc_auc"] == saved["metrics"]["roc_auc"]
+    assert result.summary["alerts"]["accuracy"] == "critical"
+    # Nothing new posted: the next pass does not recompute them.
+    before = (wd / "monitor" / "labels.json").stat().st_mtime_ns
+    monitor_once(plan, base, MonitorOptions(now=T0 + 1, evidently=False), retrain_fn=Recorder())
+    assert (wd / "monitor" / "labels.json").stat().st_mtime_ns == before
+
+
+def test_labels_without_a_file_or_posted_labels_is_a_clear_error(setup) -> None:  # noqa: ANN001
+    from specml.compiler.errors import TargetError
+
+    base, plan, wd, names = setup
+    feed(wd, names, churn_rows(np.random.default_rng(1), 10), np.zeros(10), T0 - 60)
+    with pytest.raises(TargetError, match="no labels were posted"):
+        ingest_labels(plan, base)
+
+
 def test_cli_monitor_and_labels_json(setup) -> None:  # noqa: ANN001
     import time
 
@@ -273,6 +312,15 @@ def test_cli_monitor_and_labels_json(setup) -> None:  # noqa: ANN001
     out = runner.invoke(app, ["labels", spec, str(base / "bad.csv"), "--no-monitor", "-f", "json"])
     assert out.exit_code == 3  # no label matched: a TargetError diagnostic, not a traceback
     assert "no_label_match" in out.stdout
+    # Without a FILE: the labels POSTed to the server.
+    out = runner.invoke(app, ["labels", spec, "--no-monitor", "-f", "json"])
+    assert out.exit_code == 3 and "missing_labels" in out.stdout
+    from specml.runtime.monitor.labels import LabelSink, posted_labels_dir
+
+    LabelSink(posted_labels_dir(wd)).append([{"request_id": i, "label": 1} for i in ids[:4]])
+    out = runner.invoke(app, ["labels", spec, "--no-monitor", "-f", "json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["messages"][0]["message"].startswith("4 of 4 labels matched")
 
 
 def test_prediction_drift_counts_only_the_champions_answers(setup) -> None:  # noqa: ANN001
