@@ -120,13 +120,20 @@ def _exit_code_for(exc: SpecError) -> int:
 def _load_plan(
     spec: Path, overlays: Sequence[str], overrides: Sequence[str], reporter: Reporter
 ) -> Any:
+    return _load_validated(spec, overlays, overrides, reporter)[0]
+
+
+def _load_validated(
+    spec: Path, overlays: Sequence[str], overrides: Sequence[str], reporter: Reporter
+) -> tuple[Any, Any]:
+    """(Plan, ValidatedSpec): for commands that also record the composed spec."""
     from specml.compiler.api import validate_file
     from specml.compiler.lower import lower
 
     validated = validate_file(spec, overlays, overrides)
     if validated.warnings:
         reporter.diagnostics(validated.warnings)
-    return lower(validated.spec)
+    return lower(validated.spec), validated
 
 
 def _one_spec(args: Sequence[str], reporter: Reporter) -> tuple[Path, list[str]]:
@@ -333,7 +340,7 @@ def apply(
         from specml.targets import get_target
 
         spec, overrides = _one_spec(args, reporter)
-        the_plan = _load_plan(spec, overlay or [], overrides, reporter)
+        the_plan, validated = _load_validated(spec, overlay or [], overrides, reporter)
         tgt = get_target(target)
         apply_fn = getattr(tgt, "apply", None)
         if apply_fn is None:
@@ -349,7 +356,9 @@ def apply(
             return EXIT_INVALID
         options_cls = getattr(sys.modules[type(tgt).__module__], "ApplyOptions", None)
         # the CLI serves after reporting (not ApplyOptions.serve) so the summary prints once
-        options = options_cls(force=force) if options_cls else None
+        options = (
+            options_cls(force=force, spec_yaml=validated.composed_yaml()) if options_cls else None
+        )
         result = apply_fn(the_plan, base_dir=spec.parent.resolve(), options=options)
         reporter.applied(target, result)
         if serve:

@@ -27,6 +27,15 @@ class ValidatedSpec:
     path: Path | None
     warnings: list[Diagnostic] = field(default_factory=list)
 
+    def composed_yaml(self) -> str:
+        """The spec as validated (overlays and overrides applied), as YAML, with a header naming
+        its layers: what a run logs as its spec (the source file alone would not say it all)."""
+        import yaml
+
+        header = "".join(f"# layer: {layer}\n" for layer in self.composed.layers)
+        body = yaml.safe_dump(self.composed.data, sort_keys=False, allow_unicode=True)
+        return header + body
+
 
 def validate_doc(
     doc: SourceDoc,

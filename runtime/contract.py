@@ -31,6 +31,9 @@ class StepContext:
     data_dir: Path  # base for relative data source paths (the spec's folder)
     tracking_uri: str | None = None  # MLflow tracking URI; default sqlite under workdir
     run_id: str | None = None  # pipeline run id, for lineage
+    spec_yaml: str | None = (
+        None  # the composed spec this run was planned from, when the runner has it
+    )
 
     @property
     def mlflow_uri(self) -> str:

@@ -1,5 +1,8 @@
 """register: log lineage and artefacts to the training run, register a version, alias it challenger.
 
+Lineage on the run: plan.json (what ran), spec.yaml (the composed spec, when the runner passes it),
+the spec, plan and data hashes and the code version as tags.
+
 `promote` moves the champion alias and publishes that version to `<workdir>/serving/current/`,
 the folder the model server reads (model.onnx + serving.json with the registry version).
 """
@@ -53,6 +56,10 @@ def register(
         plan_file = Path(tmp) / "plan.json"
         plan_file.write_text(plan.to_json())
         mlflow.log_artifact(run_id, str(plan_file), "plan")
+        if ctx.spec_yaml:  # the spec as the user wrote it (composed); plan.json is what ran
+            spec_file = Path(tmp) / "spec.yaml"
+            spec_file.write_text(ctx.spec_yaml, encoding="utf-8")
+            mlflow.log_artifact(run_id, str(spec_file), "spec")
     mlflow.log_artifacts(run_id, str(onnx_dir), "model")
     mlflow.log_artifacts(run_id, str(model_dir), "torch")
     if eval_path is not None and Path(eval_path).exists():

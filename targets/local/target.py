@@ -44,6 +44,7 @@ class ApplyOptions:
     force: bool = False
     console: Any = None  # a rich Console; None: step progress on stderr unless quiet
     quiet: bool = False
+    spec_yaml: str | None = None  # the composed spec, logged to the MLflow run (lineage)
 
 
 @dataclass
@@ -216,7 +217,7 @@ class LocalTarget:
             return self._maybe_serve(plan, base, options, done, say)
         run_id = _new_run_id()
         run_dir = wd / "runs" / run_id
-        ctx = StepContext(workdir=wd, data_dir=base, run_id=run_id)
+        ctx = StepContext(workdir=wd, data_dir=base, run_id=run_id, spec_yaml=options.spec_yaml)
         result = ApplyResult(
             up_to_date=False, run_id=run_id, workdir=wd, model_name=plan.registry.name
         )

@@ -36,6 +36,26 @@ def test_named_overlay_changes_the_plan_and_nothing_else() -> None:
     assert prod.spec_hash != base.spec_hash
 
 
+def test_composed_yaml_is_the_validated_document_with_its_layers() -> None:
+    """What a run logs as its spec: overlays and overrides applied, and where they came from."""
+    import yaml
+    from specml.compiler.api import validate_text
+
+    validated = validate_file(
+        CHURN, overlays=["prod"], overrides=["training.hyperparameters.lr=0.02"]
+    )
+    text = validated.composed_yaml()
+    header = [line for line in text.splitlines() if line.startswith("# layer: ")]
+    assert header[0] == f"# layer: {validated.composed.base_file}"
+    assert header[-1] == "# layer: <override 1>" and len(header) == 3
+    doc = yaml.safe_load(text)
+    assert doc == validated.composed.data
+    assert doc["training"]["hyperparameters"]["lr"] == 0.02
+    assert doc["serving"]["replicas"]["min"] == 3  # from the prod overlay
+    again = validate_text(text, "logged.yaml")  # the logged spec validates to the same spec
+    assert again.spec == validated.spec
+
+
 def test_overlay_errors_point_at_the_overlay_file(tmp_path: Path) -> None:
     overlay = tmp_path / "bad.yaml"
     overlay.write_text(

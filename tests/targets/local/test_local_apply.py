@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from specml.compiler.api import plan_file
+from specml.compiler.api import plan_file, validate_file
+from specml.compiler.lower import lower
 from specml.runtime.demo_data import write_demo_data
 from specml.targets import get_target
 from specml.targets.local.state import STATE_FILE, load_state, plan_changes
@@ -72,9 +73,11 @@ def test_check_flags_gpu_without_cuda() -> None:
 @pytest.fixture(scope="module")
 def applied(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     base = tmp_path_factory.mktemp("apply")
-    plan = plan_file(make_spec(base))
+    validated = validate_file(make_spec(base), overrides=["training.hyperparameters.epochs=8"])
+    plan = lower(validated.spec)
     write_demo_data(plan, base, rows=1500, seed=3)
-    result = LocalTarget().apply(plan, base, ApplyOptions(quiet=True))
+    options = ApplyOptions(quiet=True, spec_yaml=validated.composed_yaml())
+    result = LocalTarget().apply(plan, base, options)
     return base, plan, result
 
 
@@ -103,6 +106,13 @@ def test_apply_registers_exports_and_checks_skew(applied) -> None:  # noqa: ANN0
         ).read_text()
     )
     assert logged["spec_hash"] == plan.spec_hash  # the resolved spec, as applied
+    spec_text = Path(
+        client.download_artifacts(run.info.run_id, "spec/spec.yaml", str(base / "dl"))
+    ).read_text()
+    assert "# layer: <override 1>" in spec_text  # the composed spec, with where it came from
+    logged_spec = yaml.safe_load(spec_text)
+    assert logged_spec["training"]["hyperparameters"]["epochs"] == 8
+    assert logged_spec["metadata"]["name"] == plan.system.name
     epochs = client.get_metric_history(version.run_id, "train_loss")
     assert sorted(m.step for m in epochs) == list(range(1, int(run.data.metrics["epochs_run"]) + 1))
     assert len(client.get_metric_history(version.run_id, "val_roc_auc")) == len(epochs) >= 2
