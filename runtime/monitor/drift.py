@@ -332,14 +332,19 @@ class _GridCounter:
         counts = [np.zeros(2 * (g.size + 3), np.int64) for g in self.grids]
         dumped: list[list[np.ndarray]] = [[] for _ in self.grids]
         n_feat = x.shape[1]
+
+        def run(lo: int, hi: int) -> None:
+            with np.errstate(invalid="ignore", over="ignore"):  # per thread: NaN -> int64, inf
+                self._count_into(x, counts, dumped, lo, hi)
+
         threads = min(_MAX_THREADS, os.cpu_count() or 1, n_feat)
         if threads <= 1 or x.size < _PARALLEL_MIN_VALUES:
-            self._count_into(x, counts, dumped, 0, n_feat)
+            run(0, n_feat)
         else:  # numpy releases the GIL in these passes: contiguous feature ranges per thread
             cuts = np.linspace(0, n_feat, threads + 1).astype(int)
             with ThreadPoolExecutor(threads, thread_name_prefix="specml-drift") as pool:
                 jobs = [
-                    pool.submit(self._count_into, x, counts, dumped, int(lo), int(hi))
+                    pool.submit(run, int(lo), int(hi))
                     for lo, hi in zip(cuts[:-1], cuts[1:], strict=True)
                 ]
                 for job in jobs:
@@ -369,17 +374,6 @@ class _GridCounter:
         hi: int,
     ) -> None:
         """Add the codes of x's features lo..hi-1 to counts, segment by segment (one thread)."""
-        with np.errstate(invalid="ignore", over="ignore"):  # NaN -> int64, huge * scale -> inf
-            self._count_range(x, counts, dumped, lo, hi)
-
-    def _count_range(
-        self,
-        x: np.ndarray,
-        counts: list[np.ndarray],
-        dumped: list[list[np.ndarray]],
-        lo: int,
-        hi: int,
-    ) -> None:
         n_rows, n_feat = x.shape[0], hi - lo
         seg = min(_SEGMENT, max(n_rows, 1))
         feature_major = x.shape[1] == 1 or x.strides[0] == x.itemsize  # columns contiguous already
