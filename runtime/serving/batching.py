@@ -9,11 +9,19 @@ loop stays free. While it runs, new requests queue. When the worker is free it t
   longer than `max_delay_ms` after the oldest queued request arrived.
 A batch never exceeds `max_batch_size` rows, except that one request larger than that runs alone.
 `UnbatchedRunner` is the batching-disabled path: each request runs alone on a thread pool.
+
+Both measure how long the model's runs take (on the worker, so the handoff is not counted). Once
+that is known and a run takes less than `INLINE_MAX_SECONDS`, a request with nothing else in
+flight (a lone client) runs on the event loop itself: handing such a run to a thread and back
+costs more than the run (tens of microseconds of wakeups per request on a small MLP). Under
+concurrency runs stay on the worker, where they overlap with the loop parsing the next requests;
+a slower model, or one that slows down, always runs there.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -27,22 +35,66 @@ RunFn = Callable[[np.ndarray], dict[str, np.ndarray]]
 ObserveFn = Callable[[int, list[float]], None]
 
 
+# A run this short is cheaper on the loop than a thread handoff (SPECML_INLINE_MAX_US; 0: never).
+INLINE_MAX_SECONDS = float(os.environ.get("SPECML_INLINE_MAX_US", "100")) / 1e6
+_WARMUP_RUNS = 16  # runs timed on the worker before a run may stay on the loop
+_EMA_WEIGHT = 0.1
+
+
 def _no_observe(rows: int, delays: list[float]) -> None:
     return None
+
+
+class _Placement:
+    """Where a run goes: the event loop for fast models (see the module docstring), else a pool."""
+
+    def __init__(self, run: RunFn, pool: ThreadPoolExecutor) -> None:
+        self._run = run
+        self._pool = pool
+        self._runs = 0
+        self._seconds = 0.0  # moving average of one run's time
+
+    def _timed(self, features: np.ndarray) -> dict[str, np.ndarray]:
+        start = time.perf_counter()
+        try:
+            return self._run(features)
+        finally:
+            took = time.perf_counter() - start
+            self._runs += 1
+            weight = max(_EMA_WEIGHT, 1.0 / self._runs)
+            self._seconds += weight * (took - self._seconds)
+
+    @property
+    def inline(self) -> bool:
+        """Runs stay on the loop (measured fast enough)."""
+        return self._runs >= _WARMUP_RUNS and self._seconds < INLINE_MAX_SECONDS
+
+    async def call(self, features: np.ndarray, alone: bool) -> dict[str, np.ndarray]:
+        """Run once: on the loop when fast and `alone` (nothing else is in flight, so no overlap
+        of parsing with inference is lost), else on the pool."""
+        if alone and self.inline:
+            return self._timed(features)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._timed, features)
 
 
 class UnbatchedRunner:
     """Batching disabled: every request is its own session.run on a worker thread."""
 
     def __init__(self, run: RunFn, observe: ObserveFn = _no_observe, threads: int = 4) -> None:
-        self._run = run
         self._observe = observe
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="specml-infer")
+        self._placement = _Placement(run, self._pool)
+        self._in_flight = 0
 
     async def submit(self, features: np.ndarray) -> dict[str, np.ndarray]:
         """Run one request's rows and return its outputs."""
         self._observe(int(features.shape[0]), [0.0])
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self._run, features)
+        alone = self._in_flight == 0
+        self._in_flight += 1
+        try:
+            return await self._placement.call(features, alone)
+        finally:
+            self._in_flight -= 1
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -65,11 +117,11 @@ class DynamicBatcher:
         max_delay_ms: float,
         observe: ObserveFn = _no_observe,
     ) -> None:
-        self._run = run
         self.max_batch_size = max(1, int(max_batch_size))
         self.max_delay = max(0.0, float(max_delay_ms)) / 1000.0
         self._observe = observe
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="specml-batch")
+        self._placement = _Placement(run, self._pool)
         self._queue: deque[_Pending] = deque()
         self._queued_rows = 0
         self._outstanding = 0  # submitted, not yet answered
@@ -127,7 +179,6 @@ class DynamicBatcher:
         return batch
 
     async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
         try:
             while self._queue:
                 await self._wait_for_companions()
@@ -140,7 +191,8 @@ class DynamicBatcher:
                     features = np.concatenate([p.features for p in batch], axis=0)
                 self._observe(int(features.shape[0]), [start - p.enqueued for p in batch])
                 try:
-                    outputs = await loop.run_in_executor(self._pool, self._run, features)
+                    # A lone client's request (no companions seen) may run on the loop.
+                    outputs = await self._placement.call(features, self._last_peak <= 1)
                 except Exception as exc:  # the model failed: every request in the batch hears it
                     for p in batch:
                         if not p.future.done():
