@@ -356,8 +356,10 @@ def apply(
             return EXIT_INVALID
         options_cls = getattr(sys.modules[type(tgt).__module__], "ApplyOptions", None)
         # the CLI serves after reporting (not ApplyOptions.serve) so the summary prints once
+        wanted = {"force": force, "spec_yaml": validated.composed_yaml()}
+        known = getattr(options_cls, "__dataclass_fields__", wanted)
         options = (
-            options_cls(force=force, spec_yaml=validated.composed_yaml()) if options_cls else None
+            options_cls(**{k: v for k, v in wanted.items() if k in known}) if options_cls else None
         )
         result = apply_fn(the_plan, base_dir=spec.parent.resolve(), options=options)
         reporter.applied(target, result)
