@@ -8,6 +8,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from specml.runtime.monitor.labels import (
     MAX_LABELS_PER_REQUEST,
     posted_labels_dir,
@@ -128,3 +130,45 @@ def test_a_server_without_monitoring_says_it_collects_no_labels(tmp_path: Path) 
     with running_server(config) as url:
         status, doc = post(url, {"labels": [{"request_id": "a", "label": 1}]})
     assert status == 404 and "does not collect labels" in doc["error"]
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5)
+    ),
+    max_leaves=25,
+)
+near_valid = st.fixed_dictionaries(
+    {
+        "labels": st.lists(
+            st.dictionaries(
+                st.sampled_from(["label", "request_id", "customer_id", "x"]),
+                json_values,
+                max_size=3,
+            ),
+            max_size=4,
+        )
+    }
+)
+
+
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.one_of(json_values, near_valid))
+def test_random_label_documents_are_stored_whole_or_refused(served, document: object) -> None:  # noqa: ANN001
+    """Never a 5xx; a 200 stores exactly the rows it accepted, a 400 stores nothing."""
+    url, wd = served
+
+    def stored() -> int:
+        return sum(len(f.read_text().splitlines()) for f in posted_labels_dir(wd).glob("*.jsonl"))
+
+    count = stored() if posted_labels_dir(wd).exists() else 0
+    status, doc = post(url, document)
+    now = stored() if posted_labels_dir(wd).exists() else 0
+    if status == 200:
+        assert doc["accepted"] == len(document["labels"]) == now - count  # type: ignore[index]
+    else:
+        assert status == 400 and doc["error"]
+        assert now == count
