@@ -231,3 +231,20 @@ def metric_samples(metrics_text: str, name: str) -> list[tuple[dict[str, str], f
             if sample.name == name:
                 found.append((dict(sample.labels), float(sample.value)))
     return found
+
+
+def json_documents(max_leaves: int = 30) -> Any:
+    """A hypothesis strategy for arbitrary JSON documents (hostile-input tests; needs hypothesis)."""
+    from hypothesis import strategies as st
+
+    scalars = (
+        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8)
+    )
+    return st.recursive(
+        scalars,
+        lambda children: (
+            st.lists(children, max_size=6)
+            | st.dictionaries(st.text(max_size=8), children, max_size=6)
+        ),
+        max_leaves=max_leaves,
+    )

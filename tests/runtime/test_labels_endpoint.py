@@ -17,7 +17,7 @@ from specml.runtime.monitor.labels import (
 )
 from specml.runtime.monitor.requestlog import read_requests, request_log_dir
 from specml.runtime.serving import ServerConfig, running_server
-from specml.runtime.serving.testing import http_request, write_model_dir
+from specml.runtime.serving.testing import http_request, json_documents, write_model_dir
 
 LABELS = "/v1/models/churn/labels"
 ROW = [0.5, 1.0, 12.0, 3.0, 0.2]
@@ -132,13 +132,7 @@ def test_a_server_without_monitoring_says_it_collects_no_labels(tmp_path: Path) 
     assert status == 404 and "does not collect labels" in doc["error"]
 
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
-    lambda children: (
-        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5)
-    ),
-    max_leaves=25,
-)
+json_values = json_documents(max_leaves=25)
 near_valid = st.fixed_dictionaries(
     {
         "labels": st.lists(

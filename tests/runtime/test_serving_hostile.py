@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from specml.runtime.serving import ServerConfig, running_server
-from specml.runtime.serving.testing import http_request, write_model_dir
+from specml.runtime.serving.testing import http_request, json_documents, write_model_dir
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -180,13 +180,7 @@ def test_chunked_and_pipelined_requests(server: str, expected_good: list[float])
     assert answer.count(json.dumps(expected_good[0]).encode()) == 2
 
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
-    lambda children: (
-        st.lists(children, max_size=6) | st.dictionaries(st.text(max_size=8), children, max_size=6)
-    ),
-    max_leaves=30,
-)
+json_values = json_documents(max_leaves=30)
 near_valid = st.fixed_dictionaries(
     {
         "inputs": st.lists(
