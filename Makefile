@@ -34,6 +34,7 @@ test-fast: install
 
 lint: install
 	$(VENV)/bin/ruff check cli compiler runtime targets tests bench
+	$(VENV)/bin/ruff format --check cli compiler runtime targets tests bench
 	$(VENV)/bin/mypy compiler
 
 schema: install
