@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from specml.compiler.errors import Diagnostic, SpecError, YamlPath, did_you_mean
+from specml.compiler.errors import Diagnostic, SpecError, YamlPath, did_you_mean, has_child
 from specml.compiler.load import Position, SourceDoc, load_file
 
 Origin = tuple[str, Position | None]  # (file or "<override N>", position)
@@ -140,13 +140,7 @@ def _split_key(key: str) -> YamlPath:
 def _get_parent(data: Any, path: YamlPath) -> Any:
     node = data
     for part in path[:-1]:
-        if (
-            isinstance(node, dict)
-            and part in node
-            or isinstance(node, list)
-            and isinstance(part, int)
-            and 0 <= part < len(node)
-        ):
+        if has_child(node, part):
             node = node[part]
         else:
             return None

@@ -5,12 +5,19 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 Severity = Literal["error", "warning"]
 Stage = Literal["load", "compose", "validate", "check", "lower", "unsupported", "target", "usage"]
 
 YamlPath = tuple[str | int, ...]
+
+
+def has_child(node: Any, part: str | int) -> bool:
+    """`node[part]` exists: a mapping key, or an in-range list index."""
+    if isinstance(node, dict):
+        return part in node
+    return isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
 
 
 def format_path(path: Sequence[str | int]) -> str:

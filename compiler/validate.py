@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from specml.compiler.compose import Composed
-from specml.compiler.errors import Diagnostic, YamlPath, did_you_mean
+from specml.compiler.errors import Diagnostic, YamlPath, did_you_mean, has_child
 from specml.compiler.spec import MLSystem
 from specml.compiler.spec.monitoring import ALERT_METRICS
 from specml.compiler.spec.types import RuleError
@@ -43,13 +43,7 @@ def _clean_loc(loc: tuple[Any, ...], data: Any, missing: bool = False) -> YamlPa
             and (after == part or (i > 0 and isinstance(loc[i - 1], int)))
         ):
             continue  # a union tag that is also a key (`traffic` in {traffic: 5, hold: x}): not a step
-        if (
-            isinstance(node, dict)
-            and part in node
-            or isinstance(node, list)
-            and isinstance(part, int)
-            and 0 <= part < len(node)
-        ):
+        if has_child(node, part):
             path.append(part)
             node = node[part]
         elif missing and isinstance(node, dict) and isinstance(part, str) and part == loc[-1]:
@@ -228,13 +222,7 @@ def _pattern_hint(path: YamlPath) -> str | None:
 def _lookup(data: Any, path: YamlPath) -> Any:
     node = data
     for part in path:
-        if (
-            isinstance(node, dict)
-            and part in node
-            or isinstance(node, list)
-            and isinstance(part, int)
-            and 0 <= part < len(node)
-        ):
+        if has_child(node, part):
             node = node[part]
         else:
             return None

@@ -155,14 +155,11 @@ def load_reader(config: ServerConfig, repo: str, manifest: ServingManifest) -> A
 
 
 def _request_log(config: ServerConfig, champion: ModelSlot) -> Any:
-    """The monitoring request log when asked for and available (None otherwise)."""
+    """The monitoring request log when asked for (None otherwise)."""
     if config.request_log_dir is None:
         return None
-    try:
-        from specml.runtime.monitor.requestlog import RequestLog
-    except ImportError:
-        log.warning("request logging asked for but specml.runtime.monitor.requestlog is missing")
-        return None
+    from specml.runtime.monitor.requestlog import RequestLog
+
     return RequestLog(config.request_log_dir, feature_names=champion.model.manifest.features)
 
 

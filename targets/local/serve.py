@@ -25,11 +25,13 @@ def server_config(
     host: str | None = None,
     port: int | None = None,
     model_dir: Path | None = None,
+    features_as_of: str = "now",
     **faults: float,
 ):  # -> specml.runtime.serving.ServerConfig (imported lazily)
     """The ServerConfig the Plan asks for: champion folder, address, batching policy, and with a
     rollout in the spec the challenger folder and the rollout state file that splits traffic;
     `faults` (inject_latency_ms, inject_error_rate) are for drills only."""
+    from specml.runtime.monitor.requestlog import request_log_dir
     from specml.runtime.serving.server import ServerConfig
 
     folder = Path(model_dir) if model_dir is not None else model_dir_for(plan, base_dir)
@@ -60,18 +62,10 @@ def server_config(
         max_delay_ms=batching.max_delay_ms,
         challenger_dir=serving / "challenger" if rollout else None,
         rollout_state=serving.parent / "rollout" / "state.json" if rollout else None,
-        request_log_dir=_request_log_dir(serving.parent) if model_dir is None else None,
+        request_log_dir=request_log_dir(serving.parent) if model_dir is None else None,
+        features_as_of=features_as_of,
         **faults,
     )
-
-
-def _request_log_dir(workdir: Path) -> Path | None:
-    """Where served requests are logged for drift monitoring (None if that module is absent)."""
-    try:
-        from specml.runtime.monitor.requestlog import request_log_dir
-    except ImportError:
-        return None
-    return request_log_dir(workdir)
 
 
 def serve(
@@ -99,13 +93,10 @@ def serve(
         host,
         port,
         model_dir,
+        features_as_of=features_as_of or "now",
         inject_latency_ms=injected.latency_ms,
         inject_error_rate=injected.error_rate,
     )
-    if features_as_of and features_as_of != "now":
-        import dataclasses
-
-        config = dataclasses.replace(config, features_as_of=features_as_of)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         serve_forever(config)
