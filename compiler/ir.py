@@ -80,20 +80,60 @@ class FeatureView(IRNode):
 
 
 class Label(IRNode):
+    """The label column and its class mapping (classification); index i of the model's class
+    outputs is `classes[i]`."""
+
     source_id: str
     field: str
+    # Declared class names/values in index order; None: learned from the training split (sorted,
+    # numbers numerically, strings lexically) and stored with the model.
+    classes: tuple[str | int, ...] | None = None
+    # Binary only: the class whose probability is the model's score (`output`). None: the second
+    # of the (declared or learned) classes, as scikit-learn does.
+    positive: str | int | None = None
+
+
+class Categorical(IRNode):
+    """How a categorical model input becomes numbers; the encoding lives inside the exported
+    graph, so every server takes raw values (strings as BYTES, integer codes as INT64)."""
+
+    # Resolved per model family: one_hot (linear, mlp), embedding (mlp, asked for), ordinal,
+    # native (lightgbm/xgboost: the library's own categorical splits over ordinal codes).
+    encoding: Literal["one_hot", "ordinal", "embedding", "native"]
+    # Declared vocabulary (its order is the ordinal order); None: learned from the training split
+    # only, most frequent first, ties by value.
+    categories: tuple[str | int, ...] | None
+    max_categories: int  # a learned vocabulary keeps at most this many values
+    min_frequency: int  # values seen fewer times in the training split go to the unknown bucket
+    unknown: Literal["bucket", "error"]  # an unseen value: the unknown bucket, or a 400
+    missing: Literal["bucket", "unknown", "error"]  # null/"": its own bucket, unknown's, or a 400
+    embedding_dim: int | None  # encoding == "embedding" only
 
 
 class FeatureRef(IRNode):
-    """One model input: `view:field`, in the model's input order."""
+    """One model input: `view:field`, in the model's input order (the spec's order)."""
 
     view_id: str
     field: str
     dtype: Dtype
+    categorical: Categorical | None = None  # None: a numeric input (imputed, maybe scaled)
 
     @property
     def ref(self) -> str:
         return f"{self.view_id}:{self.field}"
+
+    @property
+    def input_name(self) -> str:
+        """The served model's input name: the field name (unique across views)."""
+        return self.field
+
+    @property
+    def datatype(self) -> Literal["FP32", "INT64", "BYTES"]:
+        """Open Inference Protocol datatype of this input: strings BYTES, integer categoricals
+        INT64, every numeric input FP32 (NaN = missing)."""
+        if self.categorical is None:
+            return "FP32"
+        return "BYTES" if self.dtype == "string" else "INT64"
 
 
 class FeatureRepo(IRNode):
@@ -344,3 +384,22 @@ class Plan(IRNode):
             if a.id == alert_id:
                 return a
         raise KeyError(alert_id)
+
+    def rollback_alert_ids(self) -> frozenset[str]:
+        """Ids of the alerts whose firing rolls the rollout back (`rollout.rollback_when`)."""
+        if self.rollout is None:
+            return frozenset()
+        return frozenset(
+            c.alert_id for c in self.rollout.rollback_when if c.kind == "alert" and c.alert_id
+        )
+
+    def slo_breach_rolls_back(self) -> bool:
+        """Whether an SLO breach rolls the rollout back."""
+        return self.rollout is not None and any(
+            c.kind == "slo_breach" for c in self.rollout.rollback_when
+        )
+
+    @property
+    def class_names(self) -> tuple[str | int, ...] | None:
+        """Declared class names in index order (classification), or None when learned."""
+        return self.features.label.classes
