@@ -41,7 +41,7 @@ schema: install
 	$(SPECML) schema
 
 goldens: install
-	$(PY) -m pytest -q tests/targets --update-goldens
+	$(PY) -m pytest -q tests/targets tests/compiler/test_lower.py --update-goldens
 
 bench: install
 	$(PY) bench/compile_speed.py
@@ -50,9 +50,10 @@ bench-all: bench
 	$(PY) bench/serving.py
 	$(PY) bench/features.py
 	$(PY) bench/drift.py
+	$(PY) bench/apply_scale.py
 
 docs: install
 	$(SPECML) docs
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis specs/.specml
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis specs/.specml specs/data

@@ -91,9 +91,9 @@ _TASKS: dict[str, dict[str, str]] = {
         "name": "ticket-routing",
         "description": "Routes support tickets to one of five queues.",
         "entity": "ticket",
-        "fields": "length_chars: int64, attachments: int64, customer_tier: int32",
-        "label": "queue",
-        "task_lines": "  num_classes: 5                # required for multiclass\n",
+        "fields": "length_chars: int64, attachments: int64, customer_tier: string, channel: string",
+        "label": "queue, classes: [billing, technical, shipping, returns, other]",
+        "task_lines": "  num_classes: 5                # as many as label.classes\n",
         "gates": "    min: {accuracy: 0.6, macro_f1: 0.5}\n",
     },
     "regression": {
@@ -121,6 +121,11 @@ def _find_schema(start: Path) -> Path | None:
     return None
 
 
+def system_name(file: Path) -> str:
+    """A system name from a spec file name: `specs/My Churn_v2.yaml` -> `my-churn-v2`."""
+    return re.sub(r"[^a-z0-9]+", "-", file.stem.lower()).strip("-")
+
+
 def starter_spec(task: str, file: Path | None = None, schema: Path | None = None) -> str:
     """A commented starter spec for a task; its modeline points at the schema relative to `file`."""
     if task not in _TASKS:
@@ -134,7 +139,10 @@ def starter_spec(task: str, file: Path | None = None, schema: Path | None = None
     schema = found or Path.cwd() / "schemas" / "specml.schema.json"
     modeline = Path(os.path.relpath(schema.resolve(), where)).as_posix()
     shown = str(file) if file else "spec.yaml"
-    text = _HEAD.format(schema=modeline, task=task, file=shown, **_TASKS[task])
+    fields = dict(_TASKS[task])
+    if file is not None and system_name(file):  # its own system and workdir, not an example's
+        fields["name"] = system_name(file)
+    text = _HEAD.format(schema=modeline, task=task, file=shown, **fields)
     if found is None:  # the modeline names a schema that is not there yet: say how to get it
         first, rest = text.split("\n", 1)
         text = (
@@ -265,33 +273,19 @@ def explain_json(path: str) -> str:
     )
 
 
-def locate_in_spec(items: list[Diagnostic], spec: Path) -> list[Diagnostic]:
-    """Give target diagnostics that name only a YAML path the spec's FILE:LINE:COL (for annotations)."""
-    from specml.compiler.load import load_file
-
-    if all(d.file is not None or not d.path for d in items):
-        return list(items)
-    try:
-        doc = load_file(spec)
-    except SpecError:
-        return list(items)
-    out = []
-    for d in items:
-        if d.file is not None or not d.path:
-            out.append(d)
-            continue
-        line, col = doc.locate(tuple(d.path), key=True) or (None, None)
-        out.append(replace(d, file=doc.file, line=line, col=col))
-    return out
-
-
 def show_plan_diff(
-    reporter: Any, target: str, plan: Any, base_dir: Path, against: Path | None
+    reporter: Any, target: Any, plan: Any, base_dir: Path, against: Path | None
 ) -> None:
-    """Diff the Plan against the target's last recorded Plan and report it (human or JSON)."""
-    from specml.compiler.diff import diff_plans, previous_plan_path, read_recorded_plan, render
+    """Diff the Plan against the target's last recorded Plan and report it (human or JSON):
+    `--against DIR` (a compiled tree), else what an `OperableTarget` recorded at its last apply."""
+    from specml.compiler.diff import diff_plans, read_recorded_plan, recorded_plan_in, render
+    from specml.targets.base import OperableTarget
 
-    where = previous_plan_path(target, plan, base_dir, against)
+    operable = isinstance(target, OperableTarget)
+    if against is not None:
+        where: Path | None = recorded_plan_in(against)
+    else:
+        where = target.recorded_plan(plan, base_dir) if operable else None
     try:
         previous = read_recorded_plan(where) if where is not None else None
     except (
@@ -300,35 +294,32 @@ def show_plan_diff(
         reporter.diagnostics([replace(d, severity="warning") for d in exc.diagnostics])
         previous = None
     diff = diff_plans(previous, plan, str(where) if previous is not None else None)
-    notes = _target_notes(target, plan, base_dir) if against is None else []
+    notes = _target_notes(target, plan, base_dir) if against is None and operable else []
     if reporter.fmt == "json":
-        reporter.document.update({"target": target, **diff.to_json(), "target_notes": notes})
+        reporter.document.update(
+            {
+                "target": target.name,
+                **diff.to_json(),
+                "target_notes": notes,
+                "up_to_date": previous is not None and diff.empty and not notes,
+            }
+        )
         return
     if reporter.fmt != "human":
         return
-    from rich.console import Console
-
-    console = Console(highlight=False, soft_wrap=True)
-    for line in render(diff, target):
-        console.print(line)
+    for line in render(diff, target.name, pending=notes):
+        reporter.out.print(line)
     if where is None:
         reporter.note(
-            f"hint: compare with a compiled tree: specml plan SPEC --target {target} --against DIR "
-            f"(DIR from `specml compile --target {target} -o DIR`)"
+            f"hint: compare with a compiled tree: specml plan SPEC --target {target.name} "
+            f"--against DIR (DIR from `specml compile --target {target.name} -o DIR`)"
         )
     elif previous is None:
         reporter.note(f"(nothing recorded at {where})")
-    for note in notes:
-        console.print(f"  {target}: {note}", markup=False)
 
 
-def _target_notes(target: str, plan: Any, base_dir: Path) -> list[str]:
+def _target_notes(target: Any, plan: Any, base_dir: Path) -> list[str]:
     """What a target says beyond the spec diff (the local one: data changed, last apply failed)."""
-    from specml.targets import get_target
-
-    changes_fn = getattr(get_target(target), "plan_changes", None)
-    if changes_fn is None or plan is None:
-        return []
-    lines = changes_fn(plan, base_dir=base_dir) or []
+    lines = target.plan_changes(plan, base_dir) or []
     # its own spec diff and first-apply summary repeat what the Plan diff already shows
     return [line for line in lines if not line.startswith((" ", "spec changed", "first apply"))]

@@ -20,31 +20,45 @@ class Reporter:
         self._err: Any = None
         self._raw = False
         self._flushed = False
+        # stdout as the command started: while it runs, what libraries print goes to stderr
+        self.stdout = sys.stdout
+        self._seen: set[tuple[str, str, str, str]] = set()
 
     # rich is imported only when something is printed for humans
     def _consoles(self) -> tuple[Any, Any]:
         if self._console is None:
             from rich.console import Console
 
-            self._console = Console(highlight=False, soft_wrap=True)
-            self._err = Console(stderr=True, highlight=False, soft_wrap=True)
+            # emoji off: Rich would turn `FILE:100:COL` into `FILE💯COL`
+            self._console = Console(file=self.stdout, highlight=False, soft_wrap=True, emoji=False)
+            self._err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
         return self._console, self._err
 
+    @property
+    def out(self) -> Any:
+        """The stdout console (human output)."""
+        return self._consoles()[0]
+
     def diagnostics(self, items: Sequence[Diagnostic]) -> None:
-        """Report problems (errors and warnings)."""
+        """Report problems (errors and warnings); each one once, however often it is found."""
         for d in items:
+            key = (d.location, d.severity, d.yaml_path, d.message)
+            if key in self._seen:
+                continue
+            self._seen.add(key)
             if self.fmt == "json":
                 self.document["diagnostics"].append(d.to_json())
             elif self.fmt == "github":
-                print(d.github(), flush=True)
+                self.line(d.github())
             else:
                 from rich.markup import escape
 
                 _, err = self._consoles()
                 colour = "red" if d.severity == "error" else "yellow"
+                where = f"[bold]{escape(d.yaml_path)}[/]: " if d.path else ""
                 err.print(
                     f"{escape(d.location)}: [bold {colour}]{d.severity}[/]: "
-                    f"[bold]{escape(d.yaml_path)}[/]: {escape(d.message)}"
+                    f"{where}{escape(d.message)}"
                 )
                 if d.hint:
                     err.print(f"    [cyan]hint:[/] {escape(d.hint)}")
@@ -189,17 +203,19 @@ class Reporter:
             )
         out.print(table)
 
+    def line(self, text: str) -> None:
+        """One line on the command's stdout (never a library's)."""
+        self.stdout.write(text + "\n")
+        self.stdout.flush()
+
     def raw(self, text: str) -> None:
         """Print a finished artefact (e.g. the Plan) as the whole output; no JSON wrapper."""
         self._raw = True
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        self.stdout.write(text)
+        self.stdout.flush()
 
     def flush(self) -> None:
         """Print the JSON document (json format only)."""
         if self.fmt == "json" and not self._raw and not self._flushed:
             self._flushed = True
-            sys.stdout.write(
-                json.dumps(self.document, indent=2, sort_keys=True, default=str) + "\n"
-            )
-            sys.stdout.flush()
+            self.line(json.dumps(self.document, indent=2, sort_keys=True, default=str))

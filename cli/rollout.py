@@ -1,42 +1,54 @@
-"""`specml rollout status|promote|rollback|run SPEC`: drive the local target's rollout.
+"""`specml rollout status|promote|rollback|run SPEC`: drive a target's rollout (OperableTarget).
 
 Only typer is imported here; the controller, MLflow and the spec compiler load inside commands.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from specml.cli.common import Command, Format, FormatOpt, OverlayOpt, SpecArgs, TargetOpt
 
 rollout_app = typer.Typer(
     name="rollout",
-    help="Show or drive the rollout of a challenger against the champion (local target).",
+    help="Show or drive the rollout of a challenger against the champion.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
 
-ArgsArg = Annotated[list[str], typer.Argument(help="Spec file, then optional key=value overrides.")]
-FormatOpt = Annotated[str, typer.Option("--format", "-f", help="human (default) or json.")]
-OverlayOpt = Annotated[list[str] | None, typer.Option("--overlay", "-O", help="Overlay to merge.")]
+
+def _operate(
+    fmt: Format, args: list[str], overlay: list[str] | None, target: str, options: Any
+) -> None:
+    """Load the Plan, run one rollout command on the target, report where the rollout stands."""
+    from specml.cli.common import operable
+
+    cmd = Command(fmt.value)
+
+    def body() -> int:
+        plan = cmd.load(args, overlay)
+        report = operable(target).rollout(plan, cmd.base_dir, options)
+        if report.status is None:
+            cmd.reporter.ok("no rollout: nothing has been rolled out yet", rollout=None)
+            if cmd.reporter.fmt == "json":
+                cmd.reporter.document["rollout"] = None
+            return 0
+        _show(cmd.reporter, report.document, _headline(options, report))
+        return 3 if options.action == "run" and report.status == "rolled_back" else 0
+
+    cmd.run(body)
 
 
-def _run(fmt: str, args: list[str], overlay: list[str] | None, body: Any) -> None:
-    """Load the Plan and run `body(plan, base_dir, reporter)` under the main CLI's error guard."""
-    from specml.cli.main import _guard, _load_plan, _one_spec
-    from specml.cli.output import Reporter
-
-    reporter = Reporter(fmt)
-
-    def wrapped() -> int:
-        spec, overrides = _one_spec(args, reporter)
-        plan = _load_plan(spec, overlay or [], overrides, reporter)
-        return int(body(plan, spec.parent.resolve(), reporter) or 0)
-
-    _guard(reporter, wrapped)
+def _headline(options: Any, report: Any) -> str:
+    version = report.challenger_version
+    if options.action == "promote":
+        return f"v{version} promoted to champion"
+    if options.action == "rollback":
+        return f"v{version} rolled back: {options.reason}"
+    return f"rollout {report.status}"
 
 
 def _human_status(doc: dict[str, Any]) -> list[str]:
@@ -94,62 +106,79 @@ def _show(reporter: Any, doc: dict[str, Any], headline: str) -> None:
 
 
 @rollout_app.command()
-def status(args: ArgsArg, format: FormatOpt = "human", overlay: OverlayOpt = None) -> None:
+def status(
+    args: SpecArgs,
+    format: FormatOpt = Format.human,
+    overlay: OverlayOpt = None,
+    target: TargetOpt = "local",
+) -> None:
     """Step, traffic split, live SLO figures (last analysis) and history of the rollout."""
+    from specml.targets.base import RolloutOptions
 
-    def body(plan: Any, base: Path, reporter: Any) -> int:
-        from specml.targets.local.rollout import status as rollout_status
-
-        doc = rollout_status(plan, base)
-        _show(reporter, doc, f"rollout {doc['status']}")
-        return 0
-
-    _run(format, args, overlay, body)
+    _operate(format, args, overlay, target, RolloutOptions("status"))
 
 
 @rollout_app.command()
 def promote(
-    args: ArgsArg,
+    args: SpecArgs,
     reason: Annotated[
         str, typer.Option(help="Why (kept in the history and on the version).")
     ] = "promoted by hand",
-    format: FormatOpt = "human",
+    format: FormatOpt = Format.human,
     overlay: OverlayOpt = None,
+    target: TargetOpt = "local",
 ) -> None:
-    """Promote the challenger now: MLflow champion alias moves, serving/current gets it."""
+    """Promote the challenger now: the registry's champion alias moves, serving gets it."""
+    from specml.targets.base import RolloutOptions
 
-    def body(plan: Any, base: Path, reporter: Any) -> int:
-        from specml.targets.local.rollout import promote_now, status
-
-        state = promote_now(plan, base, reason)
-        _show(reporter, status(plan, base), f"v{state.challenger_version} promoted to champion")
-        return 0
-
-    _run(format, args, overlay, body)
+    _operate(format, args, overlay, target, RolloutOptions("promote", reason))
 
 
 @rollout_app.command()
 def rollback(
-    args: ArgsArg,
+    args: SpecArgs,
     reason: Annotated[str, typer.Option(help="Why (required: tagged on the rejected version).")],
-    format: FormatOpt = "human",
+    format: FormatOpt = Format.human,
     overlay: OverlayOpt = None,
+    target: TargetOpt = "local",
 ) -> None:
     """Roll back now: 100 % to the champion, the challenger version marked rejected."""
+    from specml.targets.base import RolloutOptions
 
-    def body(plan: Any, base: Path, reporter: Any) -> int:
-        from specml.targets.local.rollout import rollback_now, status
+    _operate(format, args, overlay, target, RolloutOptions("rollback", reason))
 
-        state = rollback_now(plan, base, reason)
-        _show(reporter, status(plan, base), f"v{state.challenger_version} rolled back: {reason}")
-        return 0
 
-    _run(format, args, overlay, body)
+class _Progress:
+    """`rollout run` progress on stderr: every decision that changes something, and while a step
+    holds, one line every `every_s` seconds (human output only)."""
+
+    def __init__(self, fmt: Format, every_s: float = 10.0) -> None:
+        import time
+
+        self.human = fmt is Format.human
+        self.every_s = every_s
+        self.clock = time.monotonic
+        self.last = float("-inf")
+
+    def __call__(self, decision: Any) -> None:
+        if not self.human:
+            return
+        holding = decision.action in ("hold", "no_data") and not decision.breaches
+        if holding and self.clock() - self.last < self.every_s:
+            return
+        self.last = self.clock()
+        line = (
+            f"{decision.action}: {decision.status} step {decision.step_index} "
+            f"at {decision.traffic_percent:g}%"
+        )
+        if decision.breaches:
+            line += f" {'; '.join(decision.breaches)} ({decision.consecutive_failures} in a row)"
+        typer.echo(line, err=True)
 
 
 @rollout_app.command()
 def run(
-    args: ArgsArg,
+    args: SpecArgs,
     time_scale: Annotated[
         float, typer.Option("--time-scale", help="Shrink holds and intervals (0.01: 100x faster).")
     ] = 1.0,
@@ -159,45 +188,25 @@ def run(
     max_seconds: Annotated[
         float | None, typer.Option(help="Stop after this long (resumable).")
     ] = None,
-    format: FormatOpt = "human",
+    format: FormatOpt = Format.human,
     overlay: OverlayOpt = None,
+    target: TargetOpt = "local",
 ) -> None:
     """Run the controller (or resume it) until the challenger is promoted or rolled back.
 
     A resumed rollout keeps the time scale it started with. Exit 0: promoted (or stopped by
     --max-seconds, resumable); 3: rolled back.
     """
+    from specml.cli.common import EXIT_USAGE
+    from specml.targets.base import RolloutOptions
 
-    def body(plan: Any, base: Path, reporter: Any) -> int:
-        from specml.targets.local.rollout import run_rollout, status
-
-        if time_scale <= 0:
-            from specml.compiler.errors import Diagnostic, TargetError
-
-            raise TargetError(
-                [
-                    Diagnostic(
-                        "--time-scale must be > 0",
-                        stage="usage",
-                        code="usage",
-                        hint="e.g. --time-scale 0.01",
-                    )
-                ]
-            )
-
-        def say(decision: Any) -> None:
-            shown = decision.action not in ("hold", "no_data") or decision.breaches
-            if reporter.fmt == "human" and shown:
-                reporter.note(
-                    f"{decision.action}: {decision.status} step {decision.step_index} "
-                    f"at {decision.traffic_percent:g}% {'; '.join(decision.breaches)}"
-                    + (f" ({decision.consecutive_failures} in a row)" if decision.breaches else "")
-                )
-
-        state = run_rollout(
-            plan, base, time_scale=time_scale, url=url, max_seconds=max_seconds, on_decision=say
-        )
-        _show(reporter, status(plan, base), f"rollout {state.status}")
-        return 0 if state.status != "rolled_back" else 3
-
-    _run(format, args, overlay, body)
+    if time_scale <= 0:
+        Command(format.value).fail(EXIT_USAGE, "--time-scale must be > 0", "e.g. --time-scale 0.01")
+    options = RolloutOptions(
+        "run",
+        time_scale=time_scale,
+        url=url,
+        max_seconds=max_seconds,
+        on_decision=_Progress(format),
+    )
+    _operate(format, args, overlay, target, options)

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from specml.compiler.check import check_spec, scan_secrets
+from specml.compiler.check import check_spec
 from specml.compiler.compose import Composed, compose, load_overlays
 from specml.compiler.errors import Diagnostic, SpecValidationError
 from specml.compiler.load import SourceDoc, load_file, load_text
+from specml.compiler.secret_scan import scan_secrets
 from specml.compiler.spec import MLSystem
-from specml.compiler.validate import validate_document
+from specml.compiler.validate import salvage, validate_document
 
 if TYPE_CHECKING:  # the IR is built only when lowering: `specml validate` never pays for it
     from specml.compiler.ir import Plan
@@ -48,8 +49,12 @@ def validate_doc(
     secrets = scan_secrets(composed)
     spec, problems = validate_document(composed)
     problems = [*secrets, *problems]
-    if spec is not None:
-        problems += check_spec(spec, composed)
+    checked = spec
+    if spec is None:
+        checked, more = salvage(composed, problems)
+        problems += more
+    if checked is not None:  # semantic checks on everything that validated: all problems at once
+        problems += check_spec(checked, composed)
     errors = [d for d in problems if d.severity == "error"]
     if errors or spec is None:
         raise SpecValidationError(problems)
@@ -77,3 +82,27 @@ def plan_file(
     from specml.compiler.lower import lower
 
     return lower(validate_file(path, overlays, overrides).spec)
+
+
+def check_data(validated: ValidatedSpec, *, require_sources: bool = True) -> list[Diagnostic]:
+    """`validate --data`: every column the spec names against its source's schema (never a full
+    scan), problems at the spec's FILE:LINE:COL. `require_sources=False` (for `plan`) checks only
+    the sources that exist."""
+    from specml.compiler.data_contract import check_data as check
+
+    base = validated.path.parent if validated.path is not None else Path.cwd()
+    return check(validated.spec, validated.composed, base, require_sources=require_sources)
+
+
+def locate_diagnostics(items: Sequence[Diagnostic], validated: ValidatedSpec) -> list[Diagnostic]:
+    """Give diagnostics that carry only a YAML path (row-level data errors found at apply) the
+    FILE:LINE:COL of that path in the validated spec, overlays and overrides included."""
+    out = []
+    for d in items:
+        if d.line is not None or not d.path:
+            out.append(d)
+            continue
+        file, pos = validated.composed.locate(tuple(d.path), key=True)
+        line, col = pos if pos else (None, None)
+        out.append(replace(d, file=file, line=line, col=col))
+    return out

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from specml.compiler.compose import Composed
 from specml.compiler.errors import Diagnostic, Severity, YamlPath, did_you_mean
 from specml.compiler.metrics import metrics_for
 from specml.compiler.spec import MLSystem
+from specml.compiler.spec.features import TREE_FAMILIES
 from specml.compiler.spec.monitoring import (
     METRIC_DROP_RE,
     AlertTrigger,
@@ -19,34 +19,6 @@ from specml.compiler.spec.monitoring import (
     MetricDropTrigger,
 )
 from specml.compiler.spec.serving import AlertCondition
-
-# Families of SageMaker instances that carry NVIDIA GPUs.
-SAGEMAKER_GPU_FAMILIES = (
-    "g4dn",
-    "g5",
-    "g6",
-    "g6e",
-    "gr6",
-    "p3",
-    "p3dn",
-    "p4d",
-    "p4de",
-    "p5",
-    "p5e",
-    "p5en",
-)
-
-_SECRET_PATTERNS = [
-    (re.compile(r"AKIA[0-9A-Z]{16}"), "an AWS access key id"),
-    (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"), "a private key"),
-    (re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,}"), "a GitHub token"),
-    (re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}"), "a Slack token"),
-    (re.compile(r"\bsk-[A-Za-z0-9]{20,}"), "an API secret key"),
-    (re.compile(r"\beyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}"), "a JWT"),
-    (re.compile(r"://[^/\s:@]+:[^/\s@]+@"), "a URL with an embedded password"),
-    (re.compile(r"hooks\.slack\.com/services/\S+"), "a Slack webhook URL"),
-]
-_SECRET_KEY_RE = re.compile(r"(password|passwd|secret|token|api_?key|access_?key|credential)", re.I)
 
 
 class _Checker:
@@ -158,30 +130,125 @@ class _Checker:
         for i, ref in enumerate(training.features or []):
             self.feature_ref(("training", "features", i), ref)
         inputs = self.input_fields()
-        for view_name, field_name in inputs:
-            dtype = self.spec.features.views[view_name].fields[field_name]
-            if dtype == "string":
-                self.report(
-                    ("features", "views", view_name, "fields", field_name),
-                    f"feature '{field_name}' is a string, but training.model {training.model.type} "
-                    "takes numeric inputs",
-                    hint="encode it as a number upstream, or leave it out of training.features",
-                    code="dtype",
-                )
         if not inputs:
             self.report(("training", "features"), "training has no input features")
+        self.encodings()
+        self.label_classes()
+
+    def encodings(self) -> None:
+        """Each explicit encoding fits training.model's family (native: trees; embedding: mlp)."""
+        family = str(self.spec.training.model.type)
+        for view_name, view in self.spec.features.views.items():
+            for field_name, fld in view.fields.items():
+                path = ("features", "views", view_name, "fields", field_name, "encoding")
+                if fld.encoding == "native" and family not in TREE_FAMILIES:
+                    self.report(
+                        path,
+                        f"encoding native is the tree libraries' own categorical splits, but "
+                        f"training.model is {family}",
+                        hint="use one_hot, ordinal or embedding, or a lightgbm/xgboost model",
+                        code="encoding",
+                    )
+                if fld.encoding == "embedding" and family != "mlp":
+                    self.report(
+                        path,
+                        f"encoding embedding needs training.model mlp, not {family}",
+                        hint="use one_hot or ordinal"
+                        + (" (or native)" if family in TREE_FAMILIES else ""),
+                        code="encoding",
+                    )
+
+    def label_classes(self) -> None:
+        """features.label.classes / positive against training.task and training.num_classes."""
+        label, training = self.spec.features.label, self.spec.training
+        task, classes = training.task, label.classes
+        if classes is not None and task == "regression":
+            self.report(
+                ("features", "label", "classes"),
+                "features.label.classes applies to classification, not to regression",
+                hint="remove classes",
+                code="classes",
+            )
+        if classes is not None and task == "binary_classification" and len(classes) != 2:
+            self.report(
+                ("features", "label", "classes"),
+                f"binary_classification has 2 classes, but features.label.classes lists "
+                f"{len(classes)}",
+                hint="list the two classes, or use task multiclass_classification",
+                code="classes",
+            )
+        if label.positive is not None and task != "binary_classification":
+            self.report(
+                ("features", "label", "positive"),
+                f"features.label.positive applies to binary_classification, not to {task}",
+                hint="remove positive",
+                code="classes",
+            )
+        if task != "multiclass_classification":
+            return
+        if classes is None and training.num_classes is None:
+            self.report(
+                ("training", "num_classes"),
+                "training.task is multiclass_classification but training.num_classes is missing",
+                hint="add `num_classes: N` (N >= 3) under training, or list the classes in "
+                "features.label.classes",
+                code="classes",
+            )
+        elif classes is not None and len(classes) < 3:
+            self.report(
+                ("features", "label", "classes"),
+                f"multiclass_classification needs at least 3 classes, features.label.classes "
+                f"lists {len(classes)}",
+                hint="use task binary_classification for two classes",
+                code="classes",
+            )
+        elif (
+            classes is not None
+            and training.num_classes is not None
+            and training.num_classes != len(classes)
+        ):
+            self.report(
+                ("training", "num_classes"),
+                f"training.num_classes is {training.num_classes}, but features.label.classes "
+                f"lists {len(classes)} classes",
+                hint="remove num_classes (the classes list sets it), or make them agree",
+                code="classes",
+            )
+
+    def model_options(self) -> None:
+        training, optimize = self.spec.training, self.spec.serving.optimize
+        if optimize is not None and training.model.type in ("lightgbm", "xgboost"):
+            self.report(
+                ("serving", "optimize", "quantize"),
+                f"serving.optimize.quantize int8 applies to mlp/linear graphs, not to "
+                f"training.model {training.model.type} (tree ensembles have no weights to quantize)",
+                hint="remove serving.optimize",
+                code="unsupported",
+            )
+        if training.evaluation is None:
+            return
+        fields = [f for _, f in self.input_fields()]
+        for i, s in enumerate(training.evaluation.slices):
+            name = s.feature.partition(":")[2] or s.feature
+            if name not in fields:
+                guess = did_you_mean(name, fields)
+                self.report(
+                    ("training", "evaluation", "slices", i, "feature"),
+                    f"slice feature '{s.feature}' is not a model input",
+                    hint=f"did you mean '{guess}'?" if guess else f"inputs: {', '.join(fields)}",
+                )
 
     def input_fields(self) -> list[tuple[str, str]]:
         views = self.spec.features.views
         selected = self.spec.training.features
-        if selected is None:
-            return [(vn, f) for vn in sorted(views) for f in sorted(views[vn].fields)]
+        if selected is None:  # the spec's order: views as written, fields as written
+            return [(vn, f) for vn in views for f in views[vn].fields]
         out: list[tuple[str, str]] = []
         for ref in selected:
             view_name, _, field_name = ref.partition(":")
             if view_name not in views:
                 continue
-            names = [field_name] if field_name else sorted(views[view_name].fields)
+            names = [field_name] if field_name else list(views[view_name].fields)
             out.extend((view_name, f) for f in names if f in views[view_name].fields)
         return out
 
@@ -296,84 +363,14 @@ class _Checker:
                     code="metric",
                 )
 
-    # ---- targets ---------------------------------------------------------------------------
-    def targets(self) -> None:
-        sm = self.spec.targets.sagemaker
-        if sm is None:
-            return
-        family = sm.training_instance_type.split(".")[1]
-        if (
-            self.spec.training.resources.accelerator == "gpu"
-            and family not in SAGEMAKER_GPU_FAMILIES
-        ):
-            self.report(
-                ("targets", "sagemaker", "training_instance_type"),
-                f"training.resources.accelerator is gpu, but SageMaker instance "
-                f"'{sm.training_instance_type}' has no GPU",
-                hint="use a GPU instance such as ml.g5.xlarge, or accelerator: auto",
-                code="gpu",
-            )
-        serving_family = sm.instance_type.split(".")[1]
-        if self.spec.serving.resources.gpus > 0 and serving_family not in SAGEMAKER_GPU_FAMILIES:
-            self.report(
-                ("targets", "sagemaker", "instance_type"),
-                f"serving.resources.gpus is {self.spec.serving.resources.gpus}, but SageMaker "
-                f"instance '{sm.instance_type}' has no GPU",
-                hint="use a GPU instance such as ml.g5.xlarge, or set serving.resources.gpus: 0",
-                code="gpu",
-            )
-
     def run(self) -> list[Diagnostic]:
         self.features()
         self.training()
+        self.model_options()
         self.alerts()
         self.rollout()
         self.retraining()
-        self.targets()
         return self.diagnostics
-
-
-def scan_secrets(composed: Composed) -> list[Diagnostic]:
-    """Refuse literal credentials anywhere in the document: specs hold only secret references."""
-    found: list[Diagnostic] = []
-
-    def visit(node: Any, path: YamlPath) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                visit(v, (*path, k))
-        elif isinstance(node, list):
-            for i, v in enumerate(node):
-                visit(v, (*path, i))
-        elif isinstance(node, str):
-            what = next((label for rx, label in _SECRET_PATTERNS if rx.search(node)), None)
-            last = path[-1] if path else ""
-            if last in ("env", "secret") and len(path) >= 2:
-                return  # the name inside a secret reference, not a value
-            if (
-                what is None
-                and isinstance(last, str)
-                and _SECRET_KEY_RE.search(last)
-                and len(node) >= 8
-            ):
-                what = "a credential"
-            if what:
-                file, pos = composed.locate(path)
-                line, col = pos if pos else (None, None)
-                found.append(
-                    Diagnostic(
-                        f"this value looks like {what}; specs never hold secret values",
-                        path=path,
-                        file=file,
-                        line=line,
-                        col=col,
-                        stage="check",
-                        code="secret",
-                        hint="reference it instead: `{env: NAME}` or `{secret: name}`",
-                    )
-                )
-
-    visit(composed.data, ())
-    return found
 
 
 def check_spec(spec: MLSystem, composed: Composed) -> list[Diagnostic]:

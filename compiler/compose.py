@@ -195,8 +195,12 @@ def apply_overrides(composed: Composed, overrides: Sequence[str]) -> None:
                 index, text, f"'{key}' already exists", hint=f"use {key}=... to change it"
             )
         if not exists and not override.is_add():
+            from specml.compiler.validate import allowed_keys
+
             siblings = parent.keys() if isinstance(parent, dict) else []
             guess = did_you_mean(str(last), [str(s) for s in siblings])
+            if str(last) in allowed_keys(path[:-1]):  # a valid key the spec leaves unset
+                guess = None
             hint = (
                 f"did you mean '{'.'.join(map(str, (*path[:-1], guess)))}'?"
                 if guess

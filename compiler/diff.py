@@ -8,7 +8,7 @@ like `terraform plan`; `--format json` prints `PlanDiff.to_json()`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -227,8 +227,11 @@ def _escape(text: str) -> str:
     return text.replace("[", "\\[")
 
 
-def render(diff: PlanDiff, target: str, colour: bool = True) -> list[str]:
-    """Human lines (Rich markup when `colour`): `+ create`, `~ update` with `old -> new`, `- delete`."""
+def render(
+    diff: PlanDiff, target: str, colour: bool = True, pending: Sequence[str] = ()
+) -> list[str]:
+    """Human lines (Rich markup when `colour`): `+ create`, `~ update` with `old -> new`, `- delete`;
+    `pending`: what the target would do beyond the Plan (data changed, a failed last apply)."""
 
     def paint(style: str, text: str) -> str:
         return f"[{style}]{_escape(text)}[/]" if colour else text
@@ -239,8 +242,11 @@ def render(diff: PlanDiff, target: str, colour: bool = True) -> list[str]:
     lines: list[str] = []
     if not diff.has_previous:
         lines.append(plain(f"target {target}: no previous state; everything would be created"))
-    elif diff.empty:
+    elif diff.empty and not pending:
         return [plain(f"target {target}: no changes; the Plan matches {diff.previous_source}")]
+    elif diff.empty:
+        lines.append(plain(f"target {target}: the Plan matches {diff.previous_source}, but:"))
+        return lines + [plain(f"  {line}") for line in pending]
     else:
         lines.append(plain(f"target {target}: changes against {diff.previous_source}"))
     lines.append("")
@@ -274,13 +280,10 @@ def render(diff: PlanDiff, target: str, colour: bool = True) -> list[str]:
                 )
     lines.append("")
     lines.append(paint("bold", f"Plan: {diff.summary()}."))
-    return lines
+    return lines + [plain(f"{target}: {line}") for line in pending]
 
 
-PLAN_RECORD = (
-    ".specml-plan.json"  # what `specml compile` writes beside its output (cli/compiled.py)
-)
-STATE_FILE = "state.json"  # what the local target records in its workdir after an apply
+PLAN_RECORD = ".specml-plan.json"  # what `specml compile` writes beside its output
 
 
 def read_recorded_plan(path: Any) -> Plan | None:
@@ -296,7 +299,7 @@ def read_recorded_plan(path: Any) -> Plan | None:
     try:
         document = json.loads(file.read_text())
         if isinstance(document, dict) and "ir_version" not in document:
-            document = document.get("plan")  # a local state.json: the last applied Plan, if any
+            document = document.get("plan")  # a state record: the last applied Plan, if any
         if isinstance(document, str):
             document = json.loads(document)
         if document is None:
@@ -318,13 +321,9 @@ def read_recorded_plan(path: Any) -> Plan | None:
         ) from None
 
 
-def previous_plan_path(target: str, plan: Plan, base_dir: Any, against: Any = None) -> Any:
-    """Where the last Plan for a target is recorded: `--against DIR`, else the local apply state."""
+def recorded_plan_in(against: Any) -> Any:
+    """The recorded Plan `--against` names: a JSON file itself, or a compiled folder's record."""
     from pathlib import Path
 
-    if against is not None:
-        folder = Path(against)
-        return folder if folder.suffix == ".json" else folder / PLAN_RECORD
-    if target == "local":
-        return Path(base_dir) / plan.targets.local.workdir / STATE_FILE
-    return None
+    folder = Path(against)
+    return folder if folder.suffix == ".json" else folder / PLAN_RECORD

@@ -145,18 +145,5 @@ class SpecValidationError(SpecError):
     """The spec does not fit the models or the cross-reference rules."""
 
 
-class LoweringError(SpecError):
-    """A valid spec could not be turned into a Plan."""
-
-
-class UnsupportedError(SpecError):
-    """A target cannot express something the spec asks for."""
-
-
 class TargetError(SpecError):
     """A target failed to compile, plan or apply (or its extra is not installed)."""
-
-
-def single(cls: type[SpecError], message: str, **kw: object) -> SpecError:
-    """Build an error holding one diagnostic."""
-    return cls([Diagnostic(message=message, **kw)])  # type: ignore[arg-type]

@@ -144,12 +144,29 @@ class FeatureRepo(IRNode):
     label: Label
 
 
+class TreeParams(IRNode):
+    """Gradient-boosted tree parameters (lightgbm, xgboost), defaults resolved per family."""
+
+    n_estimators: int  # most boosting rounds; early stopping usually stops sooner
+    learning_rate: float
+    max_depth: int  # lightgbm: -1 no limit; xgboost: 0 no limit
+    num_leaves: int  # lightgbm num_leaves; xgboost max_leaves (0 no limit)
+    min_child_samples: int | None  # lightgbm only
+    min_child_weight: float | None  # xgboost only
+    subsample: float
+    colsample: float
+    reg_alpha: float
+    reg_lambda: float
+    early_stopping_rounds: int  # on the validation split
+
+
 class ModelArch(IRNode):
-    type: Literal["mlp", "linear"]
-    hidden: tuple[int, ...]  # empty for linear
+    type: Literal["mlp", "linear", "lightgbm", "xgboost"]
+    hidden: tuple[int, ...]  # empty for linear and trees
     dropout: float
     activation: Literal["relu", "gelu", "tanh"]
     batch_norm: bool
+    trees: TreeParams | None = None  # lightgbm / xgboost only
 
 
 class Hyperparameters(IRNode):
@@ -180,6 +197,27 @@ class ComputeResources(IRNode):
     gpu_count: int  # 0 unless accelerator is gpu/auto and GPUs are asked for
 
 
+class SearchDimension(IRNode):
+    """One searched parameter: `lr`-style hyperparameter or `model.<field>`."""
+
+    name: str
+    kind: Literal["int", "float", "categorical"]
+    low: float | None
+    high: float | None
+    log: bool
+    choices: tuple[float | int | str | bool, ...] | None
+
+
+class Tuning(IRNode):
+    """Optuna search (TPE, median pruner) run by the train step before the final fit."""
+
+    trials: int
+    timeout_seconds: int  # 0: no time limit
+    metric: str  # validation metric optimised
+    direction: Literal["maximize", "minimize"]
+    space: tuple[SearchDimension, ...]
+
+
 class Training(IRNode):
     task: Task
     num_classes: int  # 2 for binary, N for multiclass, 1 for regression
@@ -191,6 +229,7 @@ class Training(IRNode):
     early_stopping: EarlyStopping | None
     resources: ComputeResources
     primary_metric: str
+    tuning: Tuning | None = None
 
 
 class Gate(IRNode):
@@ -207,10 +246,26 @@ class ChampionGate(IRNode):
     higher_is_better: bool
 
 
+class Slice(IRNode):
+    """Holdout slices by one model input: each category, or numeric bins (edges)."""
+
+    input_name: str
+    bins: tuple[float, ...] | None  # None: one slice per value
+
+
+class SliceGate(IRNode):
+    metric: str
+    kind: Literal["min", "max", "max_gap"]  # per-slice bound, or best-minus-worst gap
+    threshold: float
+
+
 class Evaluation(IRNode):
     metrics: tuple[str, ...]  # every metric to compute on the holdout
     gates: tuple[Gate, ...]
     must_beat_production: ChampionGate | None
+    slices: tuple[Slice, ...] = ()
+    slice_gates: tuple[SliceGate, ...] = ()
+    min_slice_rows: int = 30  # smaller slices are reported, not gated
 
 
 class ModelRegistryEntry(IRNode):
@@ -232,15 +287,23 @@ class Batching(IRNode):
     max_delay_ms: float
 
 
+class Optimize(IRNode):
+    """Post-training graph optimisation, kept only if the holdout metric holds."""
+
+    quantize: Literal["int8"]
+    max_metric_drop: float  # on the task's primary metric, in its better direction
+
+
 class Endpoint(IRNode):
     name: str
     format: Literal["onnx"]
+    optimize: Optimize | None = None
     slo: SLO
     batching: Batching
     min_replicas: int
     max_replicas: int
     resources: ComputeResources
-    port: int
+    workers: int | None = None  # processes per replica; None: from the serving machine's cores
 
 
 class RolloutStep(IRNode):
@@ -294,6 +357,7 @@ class Retraining(IRNode):
 class Notifications(IRNode):
     webhook_url: SecretRef | None
     log_alerts: bool
+    webhook_allow_private: bool = False  # private/loopback/link-local hosts allowed (never metadata)
 
 
 class ArtifactSpec(IRNode):
@@ -319,6 +383,7 @@ class LocalSettings(IRNode):
     workdir: str
     port: int
     host: str
+    keep_online_stores: int
 
 
 class KubeflowSettings(IRNode):
@@ -329,6 +394,10 @@ class KubeflowSettings(IRNode):
     storage_uri: str | None
     retries: int
     image_pull_secret: SecretRef | None
+    istio: bool = False
+    prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"
+    pipelines_host: str | None = None
+    pipelines_token: SecretRef | None = None
 
 
 class SagemakerSettings(IRNode):

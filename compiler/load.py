@@ -278,7 +278,8 @@ def load_file(path: str | Path, display: str | None = None) -> SourceDoc:
     p = Path(path)
     shown = display or str(path)
     try:
-        raw = p.read_bytes()
+        with p.open("rb") as fh:  # never more than the limit: /dev/zero must not fill memory
+            raw = fh.read(MAX_BYTES + 1)
     except FileNotFoundError:
         raise _error(shown, "file not found", hint="check the path") from None
     except IsADirectoryError:

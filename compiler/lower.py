@@ -9,6 +9,8 @@ import re
 from specml.compiler import ir
 from specml.compiler.metrics import METRICS, PRIMARY_METRIC, metrics_for
 from specml.compiler.spec import MLSystem
+from specml.compiler.spec.features import TREE_FAMILIES, FeatureFieldModel
+from specml.compiler.spec.modeling import LightGBMModel, SearchRange, XGBoostModel
 from specml.compiler.spec.monitoring import (
     METRIC_DROP_RE,
     AlertTrigger,
@@ -28,9 +30,13 @@ _NUM_CLASSES = {"binary_classification": 2, "regression": 1}
 
 
 def spec_hash(spec: MLSystem) -> str:
-    """sha256 of the canonical validated spec: independent of key order, comments and layout."""
+    """sha256 of the canonical validated spec: independent of key order, comments and layout,
+    except the order of views and fields, which is the model's input order."""
+    input_order = [f"{vn}:{f}" for vn, v in spec.features.views.items() for f in v.fields]
     canonical = json.dumps(
-        spec.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":")
+        {"spec": spec.model_dump(mode="json", by_alias=True), "input_order": input_order},
+        sort_keys=True,
+        separators=(",", ":"),
     )
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -69,7 +75,8 @@ def _features(spec: MLSystem) -> ir.FeatureRepo:
             entity_id=v.entity,
             source_id=v.source,
             ttl_seconds=_seconds(v.ttl),
-            fields=tuple(ir.FeatureField(name=f, dtype=t) for f, t in sorted(v.fields.items())),
+            # the spec's order: it is the model's input order
+            fields=tuple(ir.FeatureField(name=f, dtype=t.dtype) for f, t in v.fields.items()),
             online=v.online,
             description=v.description,
         )
@@ -80,28 +87,76 @@ def _features(spec: MLSystem) -> ir.FeatureRepo:
         sources=sources,
         entities=entities,
         views=views,
-        label=ir.Label(source_id=feats.label.source, field=feats.label.field),
+        label=ir.Label(
+            source_id=feats.label.source,
+            field=feats.label.field,
+            classes=None if feats.label.classes is None else tuple(feats.label.classes),
+            positive=feats.label.positive,
+        ),
+    )
+
+
+def _embedding_dim(fld: FeatureFieldModel) -> int:
+    """fast.ai's rule of thumb, capped at 50: n is the vocabulary plus the two buckets."""
+    n = len(fld.categories) + 2 if fld.categories is not None else fld.max_categories
+    return max(2, min(50, round(1.6 * n**0.56)))
+
+
+def _categorical(fld: FeatureFieldModel, family: str) -> ir.Categorical | None:
+    """How a model input is encoded; None for a numeric one. Defaults follow the model family."""
+    if not fld.is_categorical:
+        return None
+    encoding = fld.encoding or ("native" if family in TREE_FAMILIES else "one_hot")
+    embedding_dim = None
+    if encoding == "embedding":
+        embedding_dim = fld.embedding_dim or _embedding_dim(fld)
+    return ir.Categorical(
+        encoding=encoding,
+        categories=None if fld.categories is None else tuple(fld.categories),
+        max_categories=fld.max_categories,
+        min_frequency=fld.min_frequency,
+        unknown=fld.unknown,
+        missing=fld.missing,
+        embedding_dim=embedding_dim,
     )
 
 
 def _inputs(spec: MLSystem) -> tuple[ir.FeatureRef, ...]:
+    """The model's inputs in the spec's order: training.features as listed (a whole view: its
+    fields as written), else every view as written."""
     views = spec.features.views
+    family = str(spec.training.model.type)
     refs: list[ir.FeatureRef] = []
     seen: set[str] = set()
-    selected = spec.training.features or sorted(views)
+    selected = spec.training.features or list(views)
     for item in selected:
         view_name, _, field_name = item.partition(":")
-        names = [field_name] if field_name else sorted(views[view_name].fields)
+        names = [field_name] if field_name else list(views[view_name].fields)
         for name in names:
             key = f"{view_name}:{name}"
             if key not in seen:
                 seen.add(key)
+                fld = views[view_name].fields[name]
                 refs.append(
                     ir.FeatureRef(
-                        view_id=view_name, field=name, dtype=views[view_name].fields[name]
+                        view_id=view_name,
+                        field=name,
+                        dtype=fld.dtype,
+                        categorical=_categorical(fld, family),
                     )
                 )
     return tuple(refs)
+
+
+def _num_classes(spec: MLSystem) -> int:
+    """2 binary, 1 regression; multiclass: training.num_classes, else the declared classes."""
+    t, classes = spec.training, spec.features.label.classes
+    if t.task != "multiclass_classification":
+        return _NUM_CLASSES[t.task]
+    if t.num_classes is not None:
+        return t.num_classes
+    assert classes is not None  # check_spec refuses multiclass with neither
+    return len(classes)
 
 
 def _training(spec: MLSystem) -> ir.Training:
@@ -121,7 +176,7 @@ def _training(spec: MLSystem) -> ir.Training:
     accel = t.resources.accelerator
     return ir.Training(
         task=t.task,
-        num_classes=t.num_classes or _NUM_CLASSES[t.task],
+        num_classes=_num_classes(spec),
         features=_inputs(spec),
         model=ir.ModelArch(
             type=model.type,
@@ -129,6 +184,7 @@ def _training(spec: MLSystem) -> ir.Training:
             dropout=getattr(model, "dropout", 0.0),
             activation=getattr(model, "activation", "relu"),
             batch_norm=getattr(model, "batch_norm", False),
+            trees=_trees(model),
         ),
         hyperparameters=ir.Hyperparameters(**t.hyperparameters.model_dump()),
         split=ir.Split(**t.split.model_dump()),
@@ -141,7 +197,85 @@ def _training(spec: MLSystem) -> ir.Training:
             gpu_count=t.resources.gpus if accel == "gpu" else 0,
         ),
         primary_metric=PRIMARY_METRIC[t.task],
+        tuning=_tuning(spec),
     )
+
+
+def _trees(model: object) -> ir.TreeParams | None:
+    if not isinstance(model, LightGBMModel | XGBoostModel):
+        return None
+    return ir.TreeParams(
+        n_estimators=model.n_estimators,
+        learning_rate=model.learning_rate,
+        max_depth=model.max_depth,
+        num_leaves=model.num_leaves,
+        min_child_samples=getattr(model, "min_child_samples", None),
+        min_child_weight=getattr(model, "min_child_weight", None),
+        subsample=model.subsample,
+        colsample=model.colsample,
+        reg_alpha=model.reg_alpha,
+        reg_lambda=model.reg_lambda,
+        early_stopping_rounds=model.early_stopping_rounds,
+    )
+
+
+def _tuning(spec: MLSystem) -> ir.Tuning | None:
+    t = spec.training
+    if t.tuning is None:
+        return None
+    gate_metrics = [*t.gates.min, *t.gates.max]
+    metric = t.tuning.metric or (gate_metrics[0] if gate_metrics else PRIMARY_METRIC[t.task])
+    space = []
+    for name, dim in sorted(t.tuning.space.items()):
+        owner = t.model if name.startswith("model.") else t.hyperparameters
+        annotation = type(owner).model_fields[name.removeprefix("model.")].annotation
+        if isinstance(dim, SearchRange):
+            kind = "int" if annotation is int else "float"
+            space.append(
+                ir.SearchDimension(
+                    name=name, kind=kind, low=dim.low, high=dim.high, log=dim.log, choices=None
+                )
+            )
+        else:
+            space.append(
+                ir.SearchDimension(
+                    name=name,
+                    kind="categorical",
+                    low=None,
+                    high=None,
+                    log=False,
+                    choices=tuple(dim.choices),
+                )
+            )
+    return ir.Tuning(
+        trials=t.tuning.trials,
+        timeout_seconds=_seconds(t.tuning.timeout),
+        metric=metric,
+        direction="maximize" if METRICS[metric].higher_is_better else "minimize",
+        space=tuple(space),
+    )
+
+
+def _slices(spec: MLSystem) -> dict[str, object]:
+    e = spec.training.evaluation
+    if e is None:
+        return {}
+    gates = [
+        ir.SliceGate(metric=m, kind=kind, threshold=v)  # type: ignore[arg-type]
+        for kind, table in (("min", e.gates.min), ("max", e.gates.max), ("max_gap", e.gates.max_gap))
+        for m, v in sorted(table.items())
+    ]
+    return {
+        "slices": tuple(
+            ir.Slice(
+                input_name=s.feature.partition(":")[2] or s.feature,
+                bins=None if s.bins is None else tuple(s.bins),
+            )
+            for s in e.slices
+        ),
+        "slice_gates": tuple(gates),
+        "min_slice_rows": e.min_slice_rows,
+    }
 
 
 def _evaluation(spec: MLSystem) -> ir.Evaluation:
@@ -158,6 +292,7 @@ def _evaluation(spec: MLSystem) -> ir.Evaluation:
         metrics=tuple(metrics_for(spec.training.task)),
         gates=tuple(gates),
         must_beat_production=beat,
+        **_slices(spec),  # type: ignore[arg-type]
     )
 
 
@@ -166,6 +301,9 @@ def _endpoint(spec: MLSystem) -> ir.Endpoint:
     return ir.Endpoint(
         name=spec.metadata.name,
         format=s.format,
+        optimize=None
+        if s.optimize is None
+        else ir.Optimize(quantize=s.optimize.quantize, max_metric_drop=s.optimize.max_metric_drop),
         slo=ir.SLO(**s.slo.model_dump()),
         batching=ir.Batching(**s.batching.model_dump()),
         min_replicas=s.replicas.min,
@@ -176,7 +314,7 @@ def _endpoint(spec: MLSystem) -> ir.Endpoint:
             accelerator="gpu" if s.resources.gpus else "cpu",
             gpu_count=s.resources.gpus,
         ),
-        port=spec.targets.local.port,
+        workers=s.workers,
     )
 
 
@@ -234,7 +372,7 @@ def _alerts(spec: MLSystem, inputs: tuple[ir.FeatureRef, ...]) -> tuple[ir.Alert
                 expanded: list[str] = []
                 for ref in a.on:
                     view, _, field = ref.partition(":")
-                    fields = [field] if field else sorted(spec.features.views[view].fields)
+                    fields = [field] if field else list(spec.features.views[view].fields)
                     expanded += [f"{view}:{f}" for f in fields if f"{view}:{f}" not in expanded]
                 features = tuple(expanded)
             window = _seconds(a.window)
@@ -383,7 +521,12 @@ def _targets(spec: MLSystem) -> ir.TargetSettings:
     kf = t.kubeflow
     sm = t.sagemaker
     return ir.TargetSettings(
-        local=ir.LocalSettings(workdir=t.local.workdir, port=t.local.port, host=t.local.host),
+        local=ir.LocalSettings(
+            workdir=t.local.workdir,
+            port=t.local.port,
+            host=t.local.host,
+            keep_online_stores=t.local.keep_online_stores,
+        ),
         kubeflow=None
         if kf is None
         else ir.KubeflowSettings(
@@ -394,6 +537,10 @@ def _targets(spec: MLSystem) -> ir.TargetSettings:
             storage_uri=kf.storage_uri,
             retries=kf.retries,
             image_pull_secret=_secret(kf.image_pull_secret),
+            istio=kf.istio,
+            prometheus_url=kf.prometheus_url,
+            pipelines_host=kf.pipelines_host,
+            pipelines_token=_secret(kf.pipelines_token),
         ),
         sagemaker=None
         if sm is None
@@ -436,6 +583,9 @@ def lower(spec: MLSystem) -> ir.Plan:
             if spec.notifications.webhook
             else None,
             log_alerts=True,
+            webhook_allow_private=bool(
+                spec.notifications.webhook and spec.notifications.webhook.allow_private
+            ),
         ),
         steps=_steps(training),
         targets=_targets(spec),

@@ -112,7 +112,13 @@ def _diagnostic(err: dict[str, Any], composed: Composed) -> Diagnostic:
         allowed = allowed_keys(parent)
         message = f"unknown key '{key}'"
         guess = did_you_mean(str(key), allowed)
-        if guess:
+        if guess == key:  # a key of another variant of a union (e.g. mlp's `hidden` on linear)
+            tag = _lookup(composed.data, (*parent, "type"))
+            dotted = ".".join(map(str, path))
+            variant = f"type '{tag}'" if isinstance(tag, str) else "this variant"
+            message = f"'{key}' is not a setting of {variant}"
+            hint = f"remove it (as an override: ~{dotted})"
+        elif guess:
             hint = f"did you mean '{guess}'?"
         elif allowed:
             hint = f"allowed keys here: {', '.join(allowed)}"
@@ -257,3 +263,50 @@ def validate_document(composed: Composed) -> tuple[MLSystem | None, list[Diagnos
         diagnostics = [_diagnostic(dict(e), composed) for e in exc.errors(include_url=False)]
         unique = {(d.file, d.line, d.col, d.message): d for d in diagnostics}
         return None, sorted(unique.values(), key=lambda d: (d.file or "", d.line or 0, d.col or 0))
+
+
+def _without(data: Any, path: YamlPath) -> bool:
+    """Remove the value at `path` from nested dicts/lists in place; False when it is not there."""
+    node = data
+    for key in path[:-1]:
+        in_dict = isinstance(node, dict) and key in node
+        in_list = isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node)
+        if not (in_dict or in_list):
+            return False
+        node = node[key]
+    if isinstance(node, dict) and path and path[-1] in node:
+        del node[path[-1]]
+        return True
+    return False
+
+
+def salvage(
+    composed: Composed, problems: list[Diagnostic], rounds: int = 4
+) -> tuple[MLSystem | None, list[Diagnostic]]:
+    """Validate again without the values that failed (an unknown key, a bad value), so that the
+    rules those errors kept from running (cross-field checks, then the semantic checks on the
+    returned spec) report too: every problem in one pass. Returns the spec when what is left
+    validates, and the further problems found; a removed value that was required ends it."""
+    import copy
+
+    if any(d.severity == "error" and not d.path for d in problems):
+        return None, []
+    data = copy.deepcopy(composed.data)
+    removed: set[YamlPath] = set()
+    pending = [tuple(d.path) for d in problems if d.severity == "error"]
+    found: list[Diagnostic] = []
+    for _ in range(rounds):
+        for path in pending:
+            if not _without(data, path):
+                return None, found
+            removed.add(path)
+        try:
+            return MLSystem.model_validate(data), found
+        except ValidationError as exc:
+            errors = [dict(e) for e in exc.errors(include_url=False)]
+        fresh = [_diagnostic(e, composed) for e in errors]
+        if any(tuple(d.path) in removed or not d.path for d in fresh):
+            return None, found  # a value we removed was needed: its error is ours, not the user's
+        found += fresh
+        pending = [tuple(d.path) for d in fresh]
+    return None, found

@@ -32,6 +32,18 @@ def _pairs(values: list[str], flag: str, parser: argparse.ArgumentParser) -> dic
 def main(argv: list[str] | None = None) -> int:
     """Run one pipeline step (or `serve`) from the command line."""
     args_in = sys.argv[1:] if argv is None else list(argv)
+    if args_in[:1] == ["rollout-controller"]:  # the kubeflow target's in-cluster controller
+        from specml.runtime.rollout.cluster import main as rollout_controller
+
+        return rollout_controller(args_in[1:])
+    if args_in[:1] == ["monitor-service"]:  # the kubeflow target's payload-logger sink
+        from specml.runtime.monitor.service import main as monitor_service
+
+        return monitor_service(args_in[1:])
+    if args_in[:1] == ["drift-job"]:  # the sagemaker target's scheduled drift job
+        from specml.runtime.monitor.cloudwatch import main as drift_job
+
+        return drift_job(args_in[1:])
     if args_in[:1] == ["serve"]:
         from specml.runtime.serving.__main__ import main as serve
 

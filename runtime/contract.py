@@ -37,7 +37,9 @@ class StepContext:
 
     @property
     def mlflow_uri(self) -> str:
-        return self.tracking_uri or f"sqlite:///{(self.workdir / 'mlflow.db').resolve()}"
+        from specml.runtime.layout import Workdir
+
+        return self.tracking_uri or f"sqlite:///{Workdir(self.workdir).mlflow_db.resolve()}"
 
 
 @dataclass

@@ -24,6 +24,12 @@ if TYPE_CHECKING:
 START = "2024-01-01T00:00:00Z"
 SPAN_DAYS = 180
 MISSING_RATE = 0.02
+# Category names for string fields the examples use; any other string field gets cat_0..cat_4.
+CATEGORY_NAMES: dict[str, tuple[str, ...]] = {
+    "plan_type": ("basic", "standard", "premium", "family", "business"),
+    "merchant_category": ("grocery", "fuel", "restaurants", "electronics", "travel"),
+    "store_format": ("convenience", "supermarket", "hypermarket", "outlet", "online"),
+}
 
 
 def _source_entities(plan: Plan) -> dict[str, list[str]]:
@@ -66,7 +72,11 @@ def _world(plan: Plan, *names: str) -> np.random.Generator:
 
 
 def _field_values(
-    rng: np.random.Generator, world: np.random.Generator, dtype: str, latent: np.ndarray
+    rng: np.random.Generator,
+    world: np.random.Generator,
+    dtype: str,
+    latent: np.ndarray,
+    name: str = "",
 ) -> np.ndarray:
     """One feature column: a per-field distribution (from `world`) shifted by the latent trait."""
     import numpy as np
@@ -89,7 +99,10 @@ def _field_values(
         return values.astype(dtype)
     if dtype == "bool":
         return raw > cut
-    return np.array([f"cat_{int(v)}" for v in np.clip(np.round(raw + 2), 0, 4)])
+    names = CATEGORY_NAMES.get(name, tuple(f"cat_{k}" for k in range(5)))
+    values = np.array(names, dtype=object)[np.clip(np.round(raw + 2), 0, 4).astype(int)]
+    values[rng.random(n) < MISSING_RATE] = None
+    return values
 
 
 def _label(plan: Plan, rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
@@ -107,18 +120,59 @@ def _label(plan: Plan, rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
     task = plan.training.task
     if task == "binary_classification":
         p = 1 / (1 + np.exp(-(5.0 * score - 7.0)))  # ~10% positives, strong signal
-        return (rng.random(n) < p).astype("int64")
+        return _class_labels(plan, (rng.random(n) < p).astype("int64"))
     if task == "multiclass_classification":
         k = plan.training.num_classes
         logits = 2.5 * (z @ world.normal(0, 1, (f, k)))
         logits += rng.gumbel(0, 1, logits.shape)
-        return logits.argmax(axis=1).astype("int64")
+        return _class_labels(plan, logits.argmax(axis=1).astype("int64"))
     return np.maximum(100 + 20 * score + rng.normal(0, 4, n), 1.0).astype("float64")
 
 
-def asof_features(plan: Plan, tables: dict[str, pd.DataFrame], label_src: str) -> np.ndarray:
-    """The model's features as of each label row (backward as-of join within each view's TTL)."""
+def _class_labels(plan: Plan, index: np.ndarray) -> np.ndarray:
+    """Class indices as the spec's declared class values (binary: 1 is the positive class), or
+    the indices themselves when the classes are learned."""
     import numpy as np
+
+    label = plan.features.label
+    if label.classes is None:
+        return index
+    classes = list(label.classes)
+    if plan.training.task == "binary_classification":
+        positive = label.positive if label.positive is not None else classes[1]
+        classes = [c for c in classes if str(c) != str(positive)] + [positive]
+    return np.array(classes, dtype=object)[index]
+
+
+def asof_features(plan: Plan, tables: dict[str, pd.DataFrame], label_src: str) -> np.ndarray:
+    """The model's features as of each label row, as numbers: a categorical feature as its
+    category's effect on the label (a fixed value per category; missing: 0)."""
+    import numpy as np
+
+    raw = asof_columns(plan, tables, label_src)
+    cols = []
+    for ref in plan.training.features:
+        values = raw[ref.ref]
+        if ref.categorical is None and ref.dtype != "string":
+            cols.append(values.to_numpy(dtype="float64", na_value=np.nan))
+            continue
+        effect: dict[str, float] = {}
+        codes = []
+        for v in values.tolist():
+            if v is None or (isinstance(v, float) and np.isnan(v)):
+                codes.append(0.0)
+                continue
+            key = str(v)
+            if key not in effect:
+                effect[key] = float(_world(plan, "category", ref.ref, key).normal(0, 1.5))
+            codes.append(effect[key])
+        cols.append(np.asarray(codes, dtype="float64"))
+    return np.stack(cols, axis=1) if cols else np.zeros((len(raw), 0))
+
+
+def asof_columns(plan: Plan, tables: dict[str, pd.DataFrame], label_src: str) -> pd.DataFrame:
+    """The model's raw features as of each label row (backward as-of join within each view's
+    TTL): one column per `view:field`, strings kept, missing as NaN/None."""
     import pandas as pd
 
     sources = {s.id: s for s in plan.features.sources}
@@ -126,11 +180,11 @@ def asof_features(plan: Plan, tables: dict[str, pd.DataFrame], label_src: str) -
     ents = {e.id: e for e in plan.features.entities}
     base = tables[label_src]
     ts = sources[label_src].timestamp_field
-    cols = []
+    cols: dict[str, pd.Series] = {}
     for ref in plan.training.features:
         view = views[ref.view_id]
         if view.source_id == label_src:
-            cols.append(base[ref.field].to_numpy(dtype="float64", na_value=np.nan))
+            cols[ref.ref] = base[ref.field].reset_index(drop=True)
             continue
         keys = list(ents[view.entity_id].join_keys)
         right = tables[view.source_id]
@@ -140,8 +194,8 @@ def asof_features(plan: Plan, tables: dict[str, pd.DataFrame], label_src: str) -
         joined = pd.merge_asof(
             left, r, on="_t", by=keys, tolerance=pd.Timedelta(seconds=view.ttl_seconds)
         ).sort_values("index")
-        cols.append(joined[ref.field].to_numpy(dtype="float64", na_value=np.nan))
-    return np.stack(cols, axis=1) if cols else np.zeros((len(base), 0))
+        cols[ref.ref] = joined[ref.field].reset_index(drop=True)
+    return pd.DataFrame(cols, index=range(len(base)))
 
 
 def demo_tables(plan: Plan, rows: int = 2000, seed: int = 0) -> dict[str, pd.DataFrame]:
@@ -199,7 +253,7 @@ def demo_tables(plan: Plan, rows: int = 2000, seed: int = 0) -> dict[str, pd.Dat
             for fld in view.fields:
                 if fld.name not in frame:
                     world = _world(plan, "field", view.id, fld.name)
-                    frame[fld.name] = _field_values(rng, world, fld.dtype, view_trait)
+                    frame[fld.name] = _field_values(rng, world, fld.dtype, view_trait, fld.name)
         tables[source.id] = pd.DataFrame(frame)
     features = asof_features(plan, tables, label_src)
     tables[label_src][plan.features.label.field] = _label(plan, rng, features)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, StrictInt, StrictStr, model_validator
 from specml.compiler.spec.types import (
     Dtype,
     Duration,
@@ -12,6 +12,25 @@ from specml.compiler.spec.types import (
     RuleError,
     SpecModel,
     SystemName,
+)
+
+DTYPES = ("int32", "int64", "float32", "float64", "bool", "string")
+Encoding = Literal["one_hot", "ordinal", "embedding", "native"]
+# A category or class value: a string or a whole number, never coerced (YAML `1` stays 1).
+CategoryValue = StrictStr | StrictInt
+DEFAULT_MAX_CATEGORIES = 1000
+# Model families whose libraries split on categories natively: their default encoding is
+# `native`; every other family one-hot encodes by default.
+TREE_FAMILIES = ("lightgbm", "xgboost")
+# Options that only mean something for a categorical field.
+CATEGORICAL_OPTIONS = (
+    "encoding",
+    "categories",
+    "max_categories",
+    "min_frequency",
+    "unknown",
+    "missing",
+    "embedding_dim",
 )
 
 
@@ -95,6 +114,155 @@ class EntityModel(SpecModel):
     )
 
 
+class FeatureFieldModel(SpecModel):
+    """A feature column: its dtype and, when categorical, how the model encodes it (docs/data.md)."""
+
+    # The short form `tenure: int64` is `{dtype: int64}`. Every string field is categorical, an
+    # integer field when marked; encoding, imputation and scaling live inside the exported graph.
+
+    dtype: Dtype = Field(description="Column type.", examples=["string"])
+    categorical: bool | None = Field(
+        default=None,
+        description="Treat the values as categories, not quantities. String fields always are; "
+        "set true for an integer code (a store id, a product class).",
+        examples=[True],
+    )
+    encoding: Encoding | None = Field(
+        default=None,
+        description="How categories become numbers. Default per model family: one_hot for "
+        "mlp/linear, native (the library's categorical splits) for lightgbm/xgboost; ordinal "
+        "(one code per category) and embedding (mlp only) when asked.",
+        examples=["one_hot"],
+    )
+    categories: list[CategoryValue] | None = Field(
+        default=None,
+        min_length=1,
+        description="The vocabulary, in ordinal order. Omitted: learned from the training split "
+        "only, most frequent first (ties by value), capped by max_categories and min_frequency.",
+        examples=[["Fair", "Good", "Very Good", "Premium", "Ideal"]],
+    )
+    max_categories: int = Field(
+        default=DEFAULT_MAX_CATEGORIES,
+        ge=1,
+        le=1_000_000,
+        description="A learned vocabulary keeps at most this many (most frequent) values; the "
+        "rest go to the unknown bucket.",
+        examples=[50],
+    )
+    min_frequency: int = Field(
+        default=1,
+        ge=1,
+        description="Values seen fewer times than this in the training split go to the unknown "
+        "bucket (1: keep every value, as scikit-learn does).",
+        examples=[5],
+    )
+    unknown: Literal["bucket", "error"] = Field(
+        default="bucket",
+        description="A value outside the vocabulary: `bucket` scores it in the unknown bucket "
+        "(counted on /metrics), `error` refuses the request with a 400 naming the input.",
+        examples=["bucket"],
+    )
+    missing: Literal["bucket", "unknown", "error"] = Field(
+        default="bucket",
+        description="A missing value (null or empty string): its own `bucket`, the `unknown` "
+        "bucket, or `error` (a 400 naming the input).",
+        examples=["bucket"],
+    )
+    embedding_dim: int | None = Field(
+        default=None,
+        ge=1,
+        le=1024,
+        description="Width of the learned embedding (encoding embedding only). Default: "
+        "min(50, max(2, round(1.6 * n ** 0.56))), n the vocabulary size plus two buckets "
+        "(max_categories when learned).",
+        examples=[8],
+    )
+
+    @property
+    def is_categorical(self) -> bool:
+        """Whether the model sees this field as categories (string, or marked categorical)."""
+        return self.dtype == "string" or bool(self.categorical)
+
+    @model_validator(mode="after")
+    def _categorical_rules(self) -> FeatureFieldModel:
+        given = self.model_fields_set
+        if self.dtype == "string" and self.categorical is False:
+            raise RuleError(
+                ("categorical",),
+                "a string field is always categorical",
+                hint="remove `categorical: false`",
+            )
+        if self.categorical and self.dtype not in ("int32", "int64", "string"):
+            raise RuleError(
+                ("categorical",),
+                f"categorical: true applies to integer and string fields, not {self.dtype}",
+                hint="use dtype int64 for integer codes, or remove `categorical`",
+            )
+        if not self.is_categorical:
+            options = [o for o in CATEGORICAL_OPTIONS if o in given]
+            if options:
+                raise RuleError(
+                    (options[0],),
+                    f"{options[0]} applies to categorical fields, but this {self.dtype} field is "
+                    "numeric",
+                    hint="add `categorical: true` for an integer code, or remove "
+                    + ", ".join(options),
+                )
+            return self
+        if self.embedding_dim is not None and self.encoding != "embedding":
+            raise RuleError(
+                ("embedding_dim",),
+                "embedding_dim applies to encoding embedding only",
+                hint="add `encoding: embedding`, or remove embedding_dim",
+            )
+        if self.categories is not None:
+            self._check_categories(given)
+        return self
+
+    def _check_categories(self, given: set[str]) -> None:
+        assert self.categories is not None
+        want = str if self.dtype == "string" else int
+        for i, value in enumerate(self.categories):
+            if not isinstance(value, want):
+                kind = "strings" if want is str else "whole numbers"
+                raise RuleError(
+                    ("categories", i),
+                    f"categories of this {self.dtype} field must be {kind}, got {value!r}",
+                    hint="quote the value" if want is str else "write the integer codes",
+                )
+        seen: set[object] = set()
+        for i, value in enumerate(self.categories):
+            if value in seen:
+                raise RuleError(
+                    ("categories", i), f"category {value!r} is listed twice", hint="remove one"
+                )
+            seen.add(value)
+        for option in ("max_categories", "min_frequency"):
+            if option in given:
+                raise RuleError(
+                    (option,),
+                    f"{option} caps a learned vocabulary, but categories are declared",
+                    hint=f"remove {option}, or remove categories to learn them",
+                )
+
+
+def _short_form(value: Any) -> Any:
+    """`cut: string` is `cut: {dtype: string}`."""
+    if isinstance(value, str):
+        return {"dtype": value}
+    if isinstance(value, dict):
+        return value
+    raise ValueError(
+        f"expected a dtype ({', '.join(DTYPES)}) or a mapping with `dtype`, got {value!r}"
+    )
+
+
+FeatureField = Annotated[
+    FeatureFieldModel,
+    BeforeValidator(_short_form, json_schema_input_type=Dtype | FeatureFieldModel),
+]
+
+
 class FeatureViewModel(SpecModel):
     """A group of features computed from one source for one entity."""
 
@@ -110,10 +278,13 @@ class FeatureViewModel(SpecModel):
         description="How long a feature value stays valid for point-in-time joins and serving.",
         examples=["30d"],
     )
-    fields: dict[Identifier, Dtype] = Field(
+    fields: dict[Identifier, FeatureField] = Field(
         min_length=1,
-        description="Feature columns and their types.",
-        examples=[{"tenure_months": "int64", "monthly_spend": "float32"}],
+        description="Feature columns, in model input order: a dtype (`tenure: int64`) or a "
+        "mapping with dtype and categorical settings.",
+        examples=[
+            {"tenure_months": "int64", "plan": {"dtype": "string", "encoding": "one_hot"}},
+        ],
     )
     online: bool = Field(
         default=True,
@@ -126,13 +297,50 @@ class FeatureViewModel(SpecModel):
 
 
 class LabelModel(SpecModel):
-    """The column the model learns to predict."""
+    """The column the model learns to predict and, for classification, its classes."""
+
+    # Labels may be strings or integers: the class mapping is declared (`classes`) or learned
+    # from the training split (sorted), and stored with the model.
 
     source: Identifier = Field(
         description="Data source holding the label, entity keys and event time.",
         examples=["customers"],
     )
     field: Identifier = Field(description="Label column.", examples=["churned"])
+    classes: list[CategoryValue] | None = Field(
+        default=None,
+        min_length=2,
+        description="Classification only: every class, in the order of the model's outputs. "
+        "Omitted: learned from the training split (sorted); a label outside a declared list is "
+        "an error at apply.",
+        examples=[["Adelie", "Chinstrap", "Gentoo"]],
+    )
+    positive: CategoryValue | None = Field(
+        default=None,
+        description="Binary classification only: the class whose probability is the score. "
+        "Default: the second class (sorted), as scikit-learn does.",
+        examples=["Yes"],
+    )
+
+    @model_validator(mode="after")
+    def _class_rules(self) -> LabelModel:
+        if self.classes is None:
+            return self
+        seen: set[object] = set()
+        for i, value in enumerate(self.classes):
+            if value in seen:
+                raise RuleError(
+                    ("classes", i), f"class {value!r} is listed twice", hint="list each class once"
+                )
+            seen.add(value)
+        if self.positive is not None and self.positive not in self.classes:
+            raise RuleError(
+                ("positive",),
+                f"positive class {self.positive!r} is not one of classes "
+                f"{', '.join(map(repr, self.classes))}",
+                hint="name one of the declared classes",
+            )
+        return self
 
 
 class FeaturesSection(SpecModel):

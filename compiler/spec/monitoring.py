@@ -238,6 +238,14 @@ class WebhookModel(SpecModel):
     """An HTTP endpoint that receives alert events as JSON."""
 
     url: SecretReference
+    allow_private: bool = Field(
+        default=False,
+        description=(
+            "Let the webhook's host resolve to a private, loopback or link-local address (an "
+            "in-cluster receiver). Off by default; cloud metadata addresses are always refused."
+        ),
+        examples=[False],
+    )
 
 
 class NotificationsSection(SpecModel):

@@ -108,6 +108,22 @@ class ServingResources(SpecModel):
     gpus: int = Field(default=0, ge=0, le=8, description="GPUs per replica.", examples=[0])
 
 
+class OptimizeModel(SpecModel):
+    """Graph optimisation after export, guarded by the holdout metric (mlp/linear only)."""
+
+    quantize: Literal["int8"] = Field(
+        description="Dynamic INT8 quantization of weights (onnxruntime).", examples=["int8"]
+    )
+    max_metric_drop: float = Field(
+        default=0.002,
+        ge=0,
+        le=1,
+        description="Largest allowed loss of the primary holdout metric; beyond it the FP32 "
+        "graph is served.",
+        examples=[0.002],
+    )
+
+
 class ServingSection(SpecModel):
     """How the model is served."""
 
@@ -131,6 +147,19 @@ class ServingSection(SpecModel):
         default_factory=ServingResources,
         description="Per-replica compute.",
         examples=[{"cpu": "1", "memory": "2Gi"}],
+    )
+    workers: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        description="Serving processes per replica, sharing one port (default: from the "
+        "machine's cores, min(cores, 4), 1 on two cores or fewer).",
+        examples=[4],
+    )
+    optimize: OptimizeModel | None = Field(
+        default=None,
+        description="Quantize the served graph when the holdout metric allows it.",
+        examples=[{"quantize": "int8", "max_metric_drop": 0.002}],
     )
 
     @model_validator(mode="after")

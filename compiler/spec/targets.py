@@ -23,6 +23,15 @@ class LocalTargetModel(SpecModel):
         default="127.0.0.1", description="Address the server binds.", examples=["127.0.0.1"]
     )
     port: int = Field(default=8080, ge=1, le=65535, description="Server port.", examples=[8080])
+    keep_online_stores: int = Field(
+        default=1,
+        ge=0,
+        le=1000,
+        description="Online stores of older applies kept besides the champion's and the "
+        "challenger's (which are always kept: serving and rollback need them); older ones are "
+        "removed after each apply.",
+        examples=[1],
+    )
 
 
 class KubeflowTargetModel(SpecModel):
@@ -59,6 +68,28 @@ class KubeflowTargetModel(SpecModel):
         default=None,
         description="Registry credentials, as a reference to a Kubernetes secret.",
         examples=[{"secret": "ghcr-pull"}],
+    )
+    istio: bool = Field(
+        default=False,
+        description="Istio runs in the cluster: shadow steps become a VirtualService mirror.",
+        examples=[True],
+    )
+    prometheus_url: str = Field(
+        default="http://prometheus-operated.monitoring.svc:9090",
+        description="Prometheus HTTP API the rollout controller queries (the one evaluating the "
+        "PrometheusRule).",
+        examples=["http://prometheus-operated.monitoring.svc:9090"],
+    )
+    pipelines_host: str | None = Field(
+        default=None,
+        description="KFP API endpoint `specml apply` and the retraining webhook use "
+        "(else $KF_PIPELINES_ENDPOINT or --kfp-host).",
+        examples=["https://kubeflow.acme.dev/pipeline"],
+    )
+    pipelines_token: SecretReference | None = Field(
+        default=None,
+        description="Bearer token for the KFP API, as a reference (an env var or a secret).",
+        examples=[{"env": "KFP_TOKEN"}],
     )
 
 

@@ -6,6 +6,13 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 from specml.compiler.metrics import METRICS, PRIMARY_METRIC, metrics_for
+from specml.compiler.spec.modeling import (
+    EvaluationModel,
+    LightGBMModel,
+    TuningModel,
+    XGBoostModel,
+    check_space,
+)
 from specml.compiler.spec.types import Quantity, RuleError, SpecModel
 
 Task = Literal["binary_classification", "multiclass_classification", "regression"]
@@ -40,7 +47,7 @@ class LinearModel(SpecModel):
 
 
 ModelChoice = Annotated[
-    MLPModel | LinearModel,
+    MLPModel | LinearModel | LightGBMModel | XGBoostModel,
     Field(
         discriminator="type",
         description="The model to train; `type` picks the family.",
@@ -171,7 +178,8 @@ class TrainingSection(SpecModel):
         default=None,
         ge=3,
         le=10000,
-        description="Number of classes; required for multiclass_classification only.",
+        description="Number of classes (multiclass_classification only); may be omitted when "
+        "features.label.classes lists them.",
         examples=[5],
     )
     features: list[str] | None = Field(
@@ -212,15 +220,21 @@ class TrainingSection(SpecModel):
         description="Holdout gates a model must pass to be registered.",
         examples=[{"min": {"roc_auc": 0.8}}],
     )
+    tuning: TuningModel | None = Field(
+        default=None,
+        description="Hyperparameter search (Optuna); the best trial's parameters are trained.",
+        examples=[{"trials": 20, "space": {"model.num_leaves": {"low": 15, "high": 255}}}],
+    )
+    evaluation: EvaluationModel | None = Field(
+        default=None,
+        description="Holdout slices: metrics per slice and slice gates.",
+        examples=[{"slices": [{"feature": "plan_type"}], "gates": {"max_gap": {"roc_auc": 0.05}}}],
+    )
 
     @model_validator(mode="after")
     def _task_rules(self) -> TrainingSection:
-        if self.task == "multiclass_classification" and self.num_classes is None:
-            raise RuleError(
-                ("num_classes",),
-                "training.task is multiclass_classification but training.num_classes is missing",
-                hint="add `num_classes: N` (N >= 3) under training",
-            )
+        # multiclass without num_classes is fine when features.label.classes lists them: the
+        # check stage, which sees both sections, decides.
         if self.task != "multiclass_classification" and self.num_classes is not None:
             raise RuleError(
                 ("num_classes",),
@@ -254,7 +268,32 @@ class TrainingSection(SpecModel):
                 ("early_stopping", "metric"),
                 ["loss", *allowed],
             )
+        self._search_and_slice_rules(allowed)
         return self
+
+    def _search_and_slice_rules(self, allowed: list[str]) -> None:
+        if self.tuning is not None:
+            check_space(self.tuning, self.model, self.hyperparameters)
+            if self.split.validation == 0:
+                raise RuleError(
+                    ("tuning",),
+                    "training.tuning scores trials on the validation split, but "
+                    "training.split.validation is 0",
+                    hint="set training.split.validation to e.g. 0.1",
+                )
+            if self.tuning.metric is not None:
+                _check_metric(self.task, self.tuning.metric, ("tuning", "metric"), allowed)
+        if self.evaluation is not None:
+            g = self.evaluation.gates
+            for bound, table in (("min", g.min), ("max", g.max), ("max_gap", g.max_gap)):
+                for metric in table:
+                    _check_metric(self.task, metric, ("evaluation", "gates", bound, metric), allowed)
+            if (g.min or g.max or g.max_gap) and not self.evaluation.slices:
+                raise RuleError(
+                    ("evaluation", "gates"),
+                    "training.evaluation.gates needs training.evaluation.slices to gate",
+                    hint="add `slices: [{feature: NAME}]`",
+                )
 
     @property
     def primary_metric(self) -> str:

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 from specml.compiler.ir import Plan
+from specml.runtime.encoding import Vocabulary
 
 Columns = Mapping[str, np.ndarray]
 
@@ -22,6 +23,7 @@ class TrainedModel(Protocol):
     """A fitted model with its preprocessing (vocabularies, imputation, scaling) inside."""
 
     classes: tuple[str | int, ...] | None  # class names in output order; None for regression
+    vocabularies: Mapping[str, Vocabulary]  # per categorical input name (runtime/encoding.py)
 
     def predict(self, columns: Columns) -> np.ndarray:
         """The serving output `output`: P(positive) [N,1], class probabilities [N,K], or [N,1]."""

@@ -9,8 +9,11 @@ resolves, and a newly critical alert calls the callback of its action (notify/ro
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import socket
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -149,29 +152,99 @@ class AlertMonitor:
                 log.write(json.dumps(line, sort_keys=True) + "\n")
         url = resolve_secret(self.plan.notifications.webhook_url, self.env)
         if url:
-            post_webhook(url, line, self.webhook_timeout_s, self.workdir / ALERT_LOG)
+            # A failing notification never stops the alert's action (post_webhook never raises).
+            post_webhook(
+                url,
+                line,
+                self.webhook_timeout_s,
+                self.workdir / ALERT_LOG,
+                allow_private=self.plan.notifications.webhook_allow_private,
+            )
         if event.level == "critical":
             callback = self.callbacks.get(event.action)
             if callback is not None:
                 callback(event)
 
 
-def post_webhook(
-    url: str, payload: Mapping[str, Any], timeout_s: float, log_path: Path | None
-) -> bool:
-    """POST one event as JSON; a failure is logged (never raised) so monitoring keeps going."""
-    body = json.dumps(payload, sort_keys=True).encode()
-    request = urllib.request.Request(
-        url, data=body, method="POST", headers={"Content-Type": "application/json"}
-    )
+# Cloud instance-metadata endpoints: refused even when private addresses are allowed.
+METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(a) for a in ("169.254.169.254", "169.254.170.2", "fd00:ec2::254")
+)
+
+
+class WebhookRefused(ValueError):
+    """A webhook URL the monitor will not call (scheme or address)."""
+
+
+def check_webhook_url(url: str, allow_private: bool = False) -> list[str]:
+    """The addresses a webhook URL may be called at; raises `WebhookRefused` for a scheme other
+    than http(s), a host that does not resolve, a metadata address, or (unless allowed) a
+    private, loopback, link-local or otherwise non-public address."""
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise WebhookRefused(f"malformed webhook URL: {exc}") from None
+    if parts.scheme not in ("http", "https"):
+        raise WebhookRefused(f"webhook URL scheme {parts.scheme or '(none)'!r} is not http(s)")
+    if not parts.hostname:
+        raise WebhookRefused("webhook URL has no host")
+    default = 443 if parts.scheme == "https" else 80
+    try:
+        infos = socket.getaddrinfo(parts.hostname, port or default, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError) as exc:
+        raise WebhookRefused(f"webhook host {parts.hostname!r} does not resolve: {exc}") from None
+    addresses = sorted({str(info[4][0]).split("%")[0] for info in infos})
+    for text in addresses:
+        ip = ipaddress.ip_address(text)
+        mapped = getattr(ip, "ipv4_mapped", None)
+        ip = mapped or ip
+        if ip in METADATA_ADDRESSES:
+            raise WebhookRefused(f"webhook host resolves to the metadata address {ip}")
+        if not allow_private and not ip.is_global:
+            raise WebhookRefused(
+                f"webhook host resolves to the non-public address {ip}; set "
+                "notifications.webhook.allow_private: true for an in-cluster receiver"
+            )
+    return addresses
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A webhook answer that redirects is an answer; following it could reach a refused host."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+def post_webhook(
+    url: str,
+    payload: Mapping[str, Any],
+    timeout_s: float,
+    log_path: Path | None,
+    allow_private: bool = False,
+) -> bool:
+    """POST one event as JSON to an http(s) URL on an allowed address; any failure (a refused
+    URL included) is logged, never raised, so monitoring and the alert's action go on."""
+    body = json.dumps(payload, sort_keys=True).encode()
+    try:
+        check_webhook_url(url, allow_private)
+        request = urllib.request.Request(
+            url, data=body, method="POST", headers={"Content-Type": "application/json"}
+        )
+        with _OPENER.open(request, timeout=timeout_s) as response:  # noqa: S310
             return 200 <= response.status < 300
-    except OSError as exc:
+    except Exception as exc:  # a notification must never stop the monitor
         if log_path is not None:
             log_path.parent.mkdir(parents=True, exist_ok=True)
             with open(log_path, "a", encoding="utf-8") as log:
-                note = {"webhook_error": type(exc).__name__, "alert_id": payload.get("alert_id")}
+                note = {
+                    "webhook_error": type(exc).__name__,
+                    "detail": str(exc)[:200],
+                    "alert_id": payload.get("alert_id"),
+                }
                 log.write(json.dumps(note, sort_keys=True) + "\n")
         return False
 

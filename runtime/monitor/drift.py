@@ -23,6 +23,9 @@ Conventions (the tests hold us to them):
   with its EXACT ECDF. Between two kept points u < w the true F_ref lies in [F_ref(u), F_ref(w-)],
   and the check uses F_ref(u) there, so |KS - exact| <= max over kept neighbours of
   F_ref(w-) - F_ref(u) < 1/max_ks_points, stored per feature as `ks_error_bound` (0.0 when exact).
+- Categorical features (string columns): category shares with an unknown bucket, PSI over them
+  and the total variation distance as `ks` (category_drift.py); the numeric tuples of a
+  Reference hold only the other features (`numeric_names`).
 """
 
 from __future__ import annotations
@@ -37,12 +40,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from specml.runtime.files import replace_atomic
 
 EPSILON = 1e-4
 PREDICTION = "prediction"
 FORMAT = 2  # reference file layout; 1 (one array per feature and kind) is still read
 _KINDS = ("edges", "shares", "ks_values", "ks_cdf")
 MAX_KS_POINTS = 2048  # KS grid per feature: error bound < 1 / MAX_KS_POINTS above that many values
+MAX_CATEGORIES = 100  # categories a categorical feature's reference keeps (the rest: unknown)
 _SEGMENT = 1 << 16  # rows per vectorised step (per feature): intermediates and tables stay in cache
 _SLAB = 1024  # rows per transposing copy of a row-major window
 _PARALLEL_MIN_VALUES = 1 << 20  # windows this large are counted on several threads (by feature)
@@ -61,6 +66,14 @@ class Reference:
     ks_error_bound: tuple[float, ...]  # 0.0 when ks_values holds every distinct value
     n_rows: int
     bins: int
+    # categorical features: name -> (categories, training shares per category + unknown last);
+    # the numeric tuples above hold only the other features, in `numeric_names` order
+    categories: dict[str, tuple[tuple[str, ...], np.ndarray]] = field(default_factory=dict)
+
+    @property
+    def numeric_names(self) -> tuple[str, ...]:
+        """The numeric features (those with histograms and KS grids), in reference order."""
+        return tuple(n for n in self.feature_names if n not in self.categories)
 
     def save(self, path: str | Path) -> Path:
         """Write the reference as one `.npz` (a JSON header + one array per kind); returns the path."""
@@ -72,23 +85,33 @@ class Reference:
             "ks_error_bound": list(self.ks_error_bound),
             "n_rows": self.n_rows,
             "bins": self.bins,
+            "categories": {
+                name: {"values": list(values), "shares": shares.tolist()}
+                for name, (values, shares) in self.categories.items()
+            },
         }
         arrays: dict[str, Any] = {"header": np.frombuffer(json.dumps(header).encode(), np.uint8)}
         for kind in _KINDS:  # per kind: all features concatenated, plus each feature's length
             parts = getattr(self, kind)
             arrays[kind] = np.concatenate(parts) if parts else np.zeros(0)
             arrays[f"{kind}_sizes"] = np.array([len(a) for a in parts], dtype=np.int64)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez_compressed(tmp, **arrays)
-        tmp.replace(path)
-        return path
+
+        def save(tmp: Path) -> None:
+            with tmp.open("wb") as fh:
+                np.savez_compressed(fh, **arrays)
+
+        return replace_atomic(path, save, durable=False)
 
     @classmethod
     def load(cls, path: str | Path) -> Reference:
         """Read a reference written by `save` (this format, or format 1: one array per feature)."""
         with np.load(Path(path)) as z:
             header = json.loads(bytes(z["header"]).decode())
-            n = len(header["feature_names"])
+            categories = {
+                name: (tuple(c["values"]), np.asarray(c["shares"], dtype=np.float64))
+                for name, c in header.get("categories", {}).items()
+            }
+            n = len(header["feature_names"]) - len(categories)
             version = int(header.get("format", 1))
             if version == 1:
                 parts = {kind: tuple(z[f"{kind}_{i}"] for i in range(n)) for kind in _KINDS}
@@ -107,6 +130,7 @@ class Reference:
                 ks_error_bound=tuple(float(b) for b in header["ks_error_bound"]),
                 n_rows=int(header["n_rows"]),
                 bins=int(header["bins"]),
+                categories=categories,
                 **parts,
             )
 
@@ -179,8 +203,20 @@ def build_reference(
     feature_names: Sequence[str],
     bins: int = 10,
     max_ks_points: int = MAX_KS_POINTS,
+    categorical: Sequence[str] | None = None,
 ) -> Reference:
-    """Summarise training data once: quantile PSI bins with shares, and the KS ECDF grid."""
+    """Summarise training data once: quantile PSI bins with shares, and the KS ECDF grid; for
+    categorical (string) columns of a DataFrame, category shares."""
+    all_names = list(feature_names)
+    from specml.runtime.monitor.category_drift import categorical_names, category_shares
+
+    if categorical is None:  # not said: the string columns of a DataFrame
+        categorical = categorical_names(frame_or_array, feature_names)
+    categories = {
+        name: category_shares(frame_or_array[name], name, max_categories=MAX_CATEGORIES)
+        for name in categorical
+    }
+    feature_names = [n for n in feature_names if n not in categories]
     x = _matrix(frame_or_array, feature_names)
     edges, shares, ks_values, ks_cdf, bounds = [], [], [], [], []
     quantiles = np.arange(1, bins) / bins
@@ -210,7 +246,8 @@ def build_reference(
         ks_cdf.append(cdf)
         bounds.append(bound)
     return Reference(
-        feature_names=tuple(feature_names),
+        feature_names=tuple(all_names),
+        categories=categories,
         edges=tuple(edges),
         shares=tuple(shares),
         ks_values=tuple(ks_values),
@@ -234,10 +271,25 @@ def check_drift(reference: Reference, current: Any) -> DriftReport:
     One vectorised pass counts, for every feature, the current values below and on each point of
     its grid (KS values + PSI edges); PSI bin counts and both ECDFs at the grid follow exactly.
     """
-    x = _matrix(current, reference.feature_names)
+    numeric = reference.numeric_names
+    x = _matrix(current, numeric)
+    out: dict[str, FeatureDrift] = {}
+    if numeric:
+        out.update(_numeric_drift(reference, x))
+    if reference.categories:
+        from specml.runtime.monitor.category_drift import category_drift, column
+
+        for name, (values, shares) in reference.categories.items():
+            out[name] = category_drift(name, values, shares, column(current, name))
+    ordered = {name: out[name] for name in reference.feature_names}
+    return DriftReport(features=ordered, n_current=int(x.shape[0]))
+
+
+def _numeric_drift(reference: Reference, x: np.ndarray) -> dict[str, FeatureDrift]:
+    """PSI and KS of the numeric features (the columns of x, in `numeric_names` order)."""
     below, at_or_below, n_valid = reference.counter.count(x)
     out: dict[str, FeatureDrift] = {}
-    for j, name in enumerate(reference.feature_names):
+    for j, name in enumerate(reference.numeric_names):
         grid, n = reference.counter.grids[j], int(n_valid[j])
         lt, le = below[j], at_or_below[j]
         edge_lt = lt[np.searchsorted(grid, reference.edges[j])]  # #cur < e_i
@@ -246,7 +298,7 @@ def check_drift(reference: Reference, current: Any) -> DriftReport:
         at = np.searchsorted(grid, reference.ks_values[j])
         ks = _ks(reference.ks_cdf[j], lt[at] / max(n, 1), le[at] / max(n, 1))
         out[name] = FeatureDrift(name, psi, ks, reference.ks_error_bound[j], n)
-    return DriftReport(features=out, n_current=int(x.shape[0]))
+    return out
 
 
 def _ks(ref_cdf: np.ndarray, cur_lt: np.ndarray, cur_le: np.ndarray) -> float:

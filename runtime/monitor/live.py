@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 LATENCY_METRIC = "specml_request_latency_seconds"
 REQUESTS_METRIC = "specml_requests_total"
 ERRORS_METRIC = "specml_request_errors_total"
+# A challenger attempt that failed and was answered by the champion: counted in the challenger's
+# errors but not in its requests, so it is added to the challenger's attempts here.
+FALLBACKS_METRIC = "specml_challenger_fallbacks_total"
 
 
 @dataclass(frozen=True)
@@ -148,7 +151,7 @@ def parse_exposition(
                 buckets[le] = buckets.get(le, 0.0) + sample.value
             elif sample.name == f"{LATENCY_METRIC}_sum":
                 total += sample.value
-            elif sample.name == REQUESTS_METRIC:
+            elif sample.name in (REQUESTS_METRIC, FALLBACKS_METRIC):
                 requests += sample.value
             elif sample.name == ERRORS_METRIC:
                 errors += sample.value

@@ -2,7 +2,8 @@
 
 `write_reference` is called once by the export step: it writes into the ONNX model folder (which
 register logs to MLflow and `publish` copies to <workdir>/serving/<slot>/):
-- `drift_reference.npz`: feature histograms + KS points (drift.build_reference) of the training rows;
+- `drift_reference.npz`: feature histograms + KS points (drift.build_reference) of the training rows,
+  and category shares (with an unknown bucket) of string features;
 - `prediction_reference.npz`: the same over the model's outputs on held-out rows;
 - `drift_sample.parquet`: a seeded sample of training rows + predictions (at most SAMPLE_ROWS),
   the reference side of the Evidently HTML report (Evidently needs raw rows, not histograms).
@@ -53,13 +54,17 @@ def write_reference(
         if hasattr(training_frame, "columns")
         else pd.DataFrame(np.asarray(training_frame, dtype=np.float64), columns=names)
     )
-    paths = {"features": build_reference(x, names).save(out / FEATURE_REFERENCE)}
+    categorical = [f.ref for f in plan.training.features if f.categorical is not None]
+    features = build_reference(x, names, categorical=categorical)
+    paths = {"features": features.save(out / FEATURE_REFERENCE)}
     p = np.asarray(predictions, dtype=np.float64)
     p2 = p.reshape(len(p), -1)
     paths["predictions"] = prediction_reference(p2).save(out / PREDICTION_REFERENCE)
     rng = np.random.default_rng(seed)
     take = np.sort(rng.choice(len(x), size=min(len(x), SAMPLE_ROWS), replace=False))
-    sample = x.iloc[take].reset_index(drop=True).astype("float64")
+    sample = x.iloc[take].reset_index(drop=True)
+    numeric = list(features.numeric_names)
+    sample[numeric] = sample[numeric].astype("float64")
     p_take = np.sort(rng.choice(len(p2), size=min(len(p2), SAMPLE_ROWS), replace=False))
     preds = pd.DataFrame(p2[p_take], columns=prediction_columns(p2))
     sample = pd.concat([sample, preds.reindex(range(len(sample)))], axis=1)
@@ -98,15 +103,12 @@ class ReferenceSet:
 
 def find_reference(workdir: str | Path) -> Path | None:
     """The champion's reference folder: serving/current, else the newest run's export folder."""
-    wd = Path(workdir)
-    current = wd / "serving" / "current"
-    if (current / FEATURE_REFERENCE).exists():
-        return current
-    runs = (
-        sorted((wd / "runs").glob(f"*/export_onnx/*/{FEATURE_REFERENCE}"))
-        if (wd / "runs").exists()
-        else []
-    )
+    from specml.runtime.layout import Workdir
+
+    wd = Workdir(Path(workdir))
+    if (wd.current / FEATURE_REFERENCE).exists():
+        return wd.current
+    runs = sorted(wd.runs.glob(f"*/export_onnx/*/{FEATURE_REFERENCE}")) if wd.runs.exists() else []
     return runs[-1].parent if runs else None
 
 

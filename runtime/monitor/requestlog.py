@@ -6,6 +6,8 @@ For the server (rollout/serving engineers), the whole API:
     log = RequestLog(request_log_dir(workdir), feature_names=manifest.features)   # once, at start
     log.append(features, prediction, version)          # per request: one row (dict or 1-D array)
     log.append(batch_features, batch_outputs, version, request_id=rid)  # a batch (2-D, one row each)
+    log.append({"plan": arr_n1, "tenure": arr_n1}, outputs, version)  # named inputs ([N,1] each,
+                                                        # by input name or ref; strings are kept)
     log.append(..., entity=[{"customer_id": 5}, ...])  # predict-by-entity: keys per row (labels join)
     log.close()                                         # at shutdown (flushes the buffer)
 
@@ -19,7 +21,8 @@ On disk: `<workdir>/monitor/requests/<ns-time>-<pid>-<seq>.jsonl`, one JSON obje
 {"ts", "v" (version), "x" (features, list), "p" (prediction, list), "id"?, "e"?}; a segment
 holds at most `segment_rows` rows, and the folder keeps the newest `max_segments` segments
 (older ones are deleted), so the log never exceeds segment_rows x max_segments rows.
-`read_recent(n, since=...)` returns the newest rows as a DataFrame: one column per feature,
+`read_recent(n, since=...)` returns the newest rows as a DataFrame: one column per feature (float64
+with NaN, or objects with None for a categorical column: one holding strings),
 `prediction` (or `prediction:<k>` per output), `model_version`, `ts`, `request_id`, `entity`.
 """
 
@@ -35,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from specml.runtime.files import write_atomic
 
 SEGMENT_ROWS = 10_000
 MAX_SEGMENTS = 20
@@ -44,7 +48,9 @@ FLUSH_SECONDS = 2.0
 
 def request_log_dir(workdir: str | Path) -> Path:
     """Where the local target keeps the request log: <workdir>/monitor/requests."""
-    return Path(workdir) / "monitor" / "requests"
+    from specml.runtime.layout import Workdir
+
+    return Workdir(Path(workdir)).request_log
 
 
 def _floats(values: Any) -> list[float | None]:
@@ -53,6 +59,24 @@ def _floats(values: Any) -> list[float | None]:
         None if (isinstance(v, float) and math.isnan(v)) else v
         for v in np.asarray(values, np.float64).ravel().tolist()
     ]
+
+
+def _json_value(value: Any) -> Any:
+    """One raw feature value as JSON: numbers (NaN -> None), strings (a category), None."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, str) or value is None:
+        return value
+    number = float(value)
+    return None if math.isnan(number) else (int(value) if isinstance(value, int) else number)
+
+
+def _column_rows(features: Mapping[str, Any], names: Sequence[str]) -> list[list[Any]]:
+    """Rows of named raw columns (each a scalar, or [N] / [N, 1] values); a missing name is None."""
+    columns = {n: np.asarray(features[n], dtype=object).reshape(-1) for n in names if n in features}
+    n_rows = max((len(c) for c in columns.values()), default=1)
+    lists = [columns[n].tolist() if n in columns else [None] * n_rows for n in names]
+    return [[_json_value(v) for v in row] for row in zip(*lists, strict=True)]
 
 
 class RequestLog:
@@ -101,12 +125,13 @@ class RequestLog:
         version = None if version is None else str(version)
         rows: list[Any]
         preds: list[Any]
-        if isinstance(features, Mapping):
+        if isinstance(features, Mapping):  # named inputs: one value or one column per name
             names = self.feature_names or sorted(features)
             if self.feature_names is None:
                 self.feature_names = list(names)
-            rows = [[features.get(n, math.nan) for n in names]]
-            preds = [prediction]
+            rows = _column_rows(features, [_input_name(n, features) for n in names])
+            p = np.asarray(prediction, dtype=np.float64)
+            preds = list(p.reshape(len(rows), -1))
         else:
             x = np.asarray(features, dtype=np.float64)
             rows = [x] if x.ndim <= 1 else list(x)
@@ -117,7 +142,7 @@ class RequestLog:
             record: dict[str, Any] = {
                 "ts": now,
                 "v": version,
-                "x": _floats(row),
+                "x": row if isinstance(row, list) else _floats(row),
                 "p": _floats(pred),
             }
             if request_id is not None:
@@ -174,9 +199,7 @@ class RequestLog:
             return
         path = self.directory / "features.json"
         if not path.exists():
-            tmp = path.with_name(f".features.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(self.feature_names))
-            tmp.replace(path)
+            write_atomic(path, json.dumps(self.feature_names), durable=False)
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -192,6 +215,18 @@ class RequestLog:
         with self._lock:
             buffered = len(self._buffer)
         return buffered + sum(_count_lines(p) for p in self.segments())
+
+
+def _input_name(name: str, features: Mapping[str, Any]) -> str:
+    """The key of a feature in a request's named inputs: its ref (`view:field`) or field name."""
+    return name if name in features else name.partition(":")[2] or name
+
+
+def _read_column(values: list[Any]) -> Any:
+    """A logged feature column: float64 with NaN, or (any string in it) objects with None."""
+    if any(isinstance(v, str) for v in values):
+        return np.array(values, dtype=object)
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
 
 
 def _count_lines(path: Path) -> int:
@@ -234,8 +269,10 @@ def read_requests(
         records = records[-n:] if n > 0 else []
     width = max((len(r["x"]) for r in records), default=len(names or []))
     names = names if names is not None and len(names) == width else [f"f{j}" for j in range(width)]
-    x = np.array([[np.nan if v is None else v for v in r["x"]] for r in records], dtype=np.float64)
-    frame = pd.DataFrame(x.reshape(len(records), width), columns=names)
+    frame = pd.DataFrame(
+        {name: _read_column([r["x"][j] for r in records]) for j, name in enumerate(names)},
+        index=range(len(records)),
+    )
     p_width = max((len(r["p"]) for r in records), default=1)
     p = np.array([[np.nan if v is None else v for v in r["p"]] for r in records], dtype=np.float64)
     p = p.reshape(len(records), p_width)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from specml.compiler.ir import Plan, Trigger
+from specml.runtime.files import write_atomic
 from specml.runtime.monitor.alerts import metric_drop
 
 
@@ -26,11 +27,7 @@ class RetrainState:
 
     def save(self, path: str | Path) -> None:
         """Write as JSON (temp file + rename, so a crash never leaves half a file)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(asdict(self), sort_keys=True, indent=2) + "\n")
-        tmp.replace(path)
+        write_atomic(path, json.dumps(asdict(self), sort_keys=True, indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> RetrainState:

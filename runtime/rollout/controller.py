@@ -7,7 +7,8 @@ healthy tick resets the streak and adds the time since the previous tick to the 
 Only analysed time counts toward a hold, so the time a crashed controller was down never does:
 after `Controller.resume(state_path)` the same step has the same remaining hold.
 `time_scale` shrinks every duration and interval (0.01: a 10-minute shadow lasts 6 s) for demos.
-State is saved atomically after every tick and transition.
+State is saved after every tick and transition through a `StateStore`: a state file written
+atomically (local target), or one PATCH of the InferenceService (runtime/rollout/kubernetes.py).
 """
 
 from __future__ import annotations
@@ -58,6 +59,31 @@ class ManualClock:
         self.t += max(seconds, 0.0)
 
 
+class StateStore(Protocol):
+    """Where a rollout's state lives; `save` applies the traffic split with the state, at once."""
+
+    def save(self, state: RolloutState) -> None: ...
+
+
+@dataclass(frozen=True)
+class FileStore:
+    """The local target's store: one JSON file, replaced atomically (the server polls it)."""
+
+    path: Path
+
+    def save(self, state: RolloutState) -> None:
+        """Write the state file."""
+        save_state(state, self.path)
+
+    def load(self) -> RolloutState:
+        """Read the state file."""
+        return load_state(self.path)
+
+
+def _store(target: str | Path | StateStore) -> StateStore:
+    return FileStore(Path(target)) if isinstance(target, str | Path) else target
+
+
 @dataclass(frozen=True)
 class Decision:
     """What one tick decided and why."""
@@ -90,7 +116,7 @@ class Controller:
     """Drives one rollout; construct with `start` or `resume`."""
 
     state: RolloutState
-    state_path: Path
+    store: StateStore
     registry: ModelRegistry | None = None
     clock: Clock = field(default_factory=SystemClock)
     min_requests: int = (
@@ -101,7 +127,7 @@ class Controller:
     def start(
         cls,
         plan: Plan,
-        state_path: str | Path,
+        state_path: str | Path | StateStore,
         challenger_version: str,
         champion_version: str | None = None,
         registry: ModelRegistry | None = None,
@@ -109,7 +135,7 @@ class Controller:
         time_scale: float = 1.0,
         min_requests: int = 1,
     ) -> Controller:
-        """A new rollout of `challenger_version`, pending, persisted at `state_path`."""
+        """A new rollout of `challenger_version`, pending, persisted at `state_path` (or a store)."""
         if plan.rollout is None:
             from specml.compiler.errors import Diagnostic, TargetError
 
@@ -134,7 +160,7 @@ class Controller:
             time_scale=time_scale,
             started_at=clock.now(),
         )
-        ctl = cls(state, Path(state_path), registry, clock, min_requests)
+        ctl = cls(state, _store(state_path), registry, clock, min_requests)
         ctl._record("created", None, "pending")
         return ctl
 
@@ -147,9 +173,27 @@ class Controller:
         min_requests: int = 1,
     ) -> Controller:
         """Continue a rollout from its state file, at the same step with the same remaining hold."""
-        state = load_state(state_path)
+        return cls.resume_state(
+            load_state(state_path), FileStore(Path(state_path)), registry, clock, min_requests
+        )
+
+    @classmethod
+    def resume_state(
+        cls,
+        state: RolloutState,
+        store: StateStore,
+        registry: ModelRegistry | None = None,
+        clock: Clock | None = None,
+        min_requests: int = 1,
+    ) -> Controller:
+        """Continue a rollout from a state read back from its store (same step, same hold left)."""
         state.last_tick_at = None  # the time we were down was not analysed: it is not hold time
-        return cls(state, Path(state_path), registry, clock or SystemClock(), min_requests)
+        return cls(state, store, registry, clock or SystemClock(), min_requests)
+
+    @property
+    def state_path(self) -> Path | None:
+        """The state file, for the local target's store (None for other stores)."""
+        return self.store.path if isinstance(self.store, FileStore) else None
 
     @property
     def rollout(self) -> Rollout:
@@ -285,7 +329,7 @@ class Controller:
 
     def _save(self, now: float) -> None:
         self.state.updated_at = now
-        save_state(self.state, self.state_path)
+        self.store.save(self.state)
 
     def _decision(self, action: Action) -> Decision:
         s = self.state

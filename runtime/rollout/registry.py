@@ -60,17 +60,23 @@ class MlflowRegistry:
             return None
 
     def promote(self, model: str, version: str, reason: str) -> None:
-        """Point `champion` at the version, drop `challenger` from it, tag why and who it replaced."""
+        """Tag why and who it replaced, point `champion` at the version, drop `challenger` from it.
+
+        Safe to redo after a crash at any point: the tags are written before the alias moves, an
+        alias already on the version is left alone."""
+        version = str(version)
         previous = self.version_for(model, self.champion_alias)
-        self.client.set_registered_model_alias(model, self.champion_alias, version)
-        if self.version_for(model, self.challenger_alias) == str(version):
+        if previous != version:
+            self.client.set_model_version_tag(model, version, PROMOTED_TAG, reason)
+            if previous is not None:
+                self.client.set_model_version_tag(model, version, PREVIOUS_CHAMPION_TAG, previous)
+            self.client.set_registered_model_alias(model, self.champion_alias, version)
+        if self.version_for(model, self.challenger_alias) == version:
             self.client.delete_registered_model_alias(model, self.challenger_alias)
-        self.client.set_model_version_tag(model, version, PROMOTED_TAG, reason)
-        if previous is not None and previous != str(version):
-            self.client.set_model_version_tag(model, version, PREVIOUS_CHAMPION_TAG, previous)
 
     def reject(self, model: str, version: str, reason: str) -> None:
-        """Tag the version `specml.rejected_reason` and take `challenger` off it (champion stays)."""
+        """Tag the version `specml.rejected_reason` and take `challenger` off it (champion stays);
+        safe to redo."""
         self.client.set_model_version_tag(model, version, REJECTED_TAG, reason)
         if self.version_for(model, self.challenger_alias) == str(version):
             self.client.delete_registered_model_alias(model, self.challenger_alias)

@@ -1,13 +1,14 @@
-"""The rollout's persisted state, written atomically so a crash never leaves half a file."""
+"""The rollout's persisted state and its promotion journal, written atomically so a crash never
+leaves half a file."""
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from specml.runtime.files import write_atomic
 
 Status = Literal["pending", "shadow", "canary", "promoted", "rolled_back"]
 TERMINAL: tuple[str, ...] = ("promoted", "rolled_back")
@@ -51,24 +52,41 @@ class RolloutState:
 def save_state(state: RolloutState, path: str | Path) -> Path:
     """Write temp file in the same folder, fsync it, os.replace over the state, fsync the folder."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(state.to_json(), sort_keys=True, indent=2) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
+    write_atomic(path, json.dumps(state.to_json(), sort_keys=True, indent=2) + "\n")
     return path
+
+
+@dataclass(frozen=True)
+class PromotionIntent:
+    """A terminal decision recorded BEFORE acting on it (the promotion journal): `promote` or
+    `rollback` of `version`; whoever finds it redoes every step (each one idempotent), then clears it."""
+
+    action: Literal["promote", "rollback"]
+    model: str
+    version: str
+    reason: str
+    previous: str | None = None  # the champion it replaces (promote)
+    at: float | None = None
+    format: int = STATE_FORMAT
+
+
+def save_intent(intent: PromotionIntent, path: str | Path) -> Path:
+    """Record the intent atomically (fsynced): it exists whole, or not at all."""
+    return write_atomic(Path(path), json.dumps(asdict(intent), sort_keys=True, indent=2) + "\n")
+
+
+def load_intent(path: str | Path) -> PromotionIntent | None:
+    """The unfinished intent, or None (no journal: nothing is half done)."""
+    try:
+        payload = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    return PromotionIntent(**payload)
+
+
+def clear_intent(path: str | Path) -> None:
+    """Every step is done: remove the journal (a no-op when it is already gone)."""
+    Path(path).unlink(missing_ok=True)
 
 
 def load_state(path: str | Path) -> RolloutState:

@@ -9,6 +9,11 @@ $SPECML_MAX_DELAY_MS (the SageMaker target sets both from the Plan's endpoint).
 Rollouts: `--challenger-dir DIR --rollout-state FILE` loads a challenger and routes by the state
 file. Fault injection (drills only, challenger role only, off by default): `--inject-latency-ms`,
 `--inject-error-rate` (defaults from env SPECML_INJECT_LATENCY_MS / SPECML_INJECT_ERROR_RATE).
+
+Transport (see asgi.py and workers.py): `--workers N` processes on one port (0, the default:
+from the core count, $SPECML_WORKERS overrides), `--grpc-port` for the gRPC service (off unless
+given), and the HTTP limits `--max-body-bytes`, `--max-header-bytes`, `--max-connections`,
+`--idle-timeout-s`, `--request-timeout-s`.
 """
 
 from __future__ import annotations
@@ -46,12 +51,30 @@ def main(
     parser.add_argument("--port", type=int, default=port_from_env())
     parser.add_argument("--no-batching", action="store_true")
     parser.add_argument(
-        "--max-batch-size", type=int, default=int(env.get("SPECML_MAX_BATCH_SIZE") or 64)
+        "--max-batch-size",
+        type=int,
+        default=int(env.get("SPECML_MAX_BATCH_SIZE") or ServerConfig.max_batch_size),
     )
     parser.add_argument(
         "--max-delay-ms", type=float, default=float(env.get("SPECML_MAX_DELAY_MS") or 2.0)
     )
-    parser.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024)
+    parser.add_argument("--max-body-bytes", type=int, default=ServerConfig.max_body_bytes)
+    parser.add_argument("--max-header-bytes", type=int, default=ServerConfig.max_header_bytes)
+    parser.add_argument("--max-connections", type=int, default=ServerConfig.max_connections)
+    parser.add_argument("--idle-timeout-s", type=float, default=ServerConfig.idle_timeout_s)
+    parser.add_argument("--request-timeout-s", type=float, default=ServerConfig.request_timeout_s)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=int(env.get("SPECML_WORKERS") or 0),
+        help="serving processes on one port (0: min(cores, 4), 1 on <= 2 cores)",
+    )
+    parser.add_argument(
+        "--grpc-port",
+        type=int,
+        default=int(env["SPECML_GRPC_PORT"]) if env.get("SPECML_GRPC_PORT") else None,
+        help="serve the Open Inference Protocol's gRPC service on this port too (0: any free)",
+    )
     parser.add_argument("--intra-op-threads", type=int, default=0)
     parser.add_argument("--feature-repo", default=None)
     parser.add_argument("--no-online-features", action="store_true")
@@ -88,6 +111,12 @@ def main(
         max_batch_size=args.max_batch_size,
         max_delay_ms=args.max_delay_ms,
         max_body_bytes=args.max_body_bytes,
+        max_header_bytes=args.max_header_bytes,
+        max_connections=args.max_connections,
+        idle_timeout_s=args.idle_timeout_s,
+        request_timeout_s=args.request_timeout_s,
+        workers=args.workers,
+        grpc_port=args.grpc_port,
         feature_repo=args.feature_repo,
         online_features=not args.no_online_features,
         intra_op_threads=args.intra_op_threads,

@@ -11,8 +11,12 @@ Endpoints (model name and version from serving.json):
   GET  /ping, POST /invocations                   SageMaker's container contract (sagemaker.py)
   GET  /metrics                                   Prometheus text format
 Readiness: /v2/health/ready, model ready and /ping answer 503 until the model AND the online
-feature reader (when the model has a feature repo) are loaded; predict-by-entity answers 503
-while the reader loads (the server listens first, see server.py).
+feature reader (when the model has a feature repo) are loaded, and again whenever the online
+store cannot be read (its database deleted after start); predict-by-entity then answers 503 with
+the reason (the server listens first, see server.py).
+Requests carry one input per feature (protocol.py); unknown and missing categories are counted
+per feature (categories.py) against the champion's vocabularies, a feature whose policy is
+`error` gets a 400 naming the input and the value.
 With a challenger loaded (rollouts, see roles.py) each inference request is routed by the rollout
 state: shadow mirrors it to the challenger (users get the champion's answer), canary sends the
 router's share to the challenger. `/versions/{v}/infer` asks one version directly. Every answer
@@ -32,10 +36,15 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from specml.runtime.serving.http import HttpRequest, HttpResponse
+from specml.runtime.serving.asgi import HttpRequest, HttpResponse
+from specml.runtime.serving.decoding import BodyDecoder
 from specml.runtime.serving.metrics import CONTENT_TYPE, ServingMetrics
 from specml.runtime.serving.model import ServedModel
-from specml.runtime.serving.online_features import EntityError, OnlineFeatureReader
+from specml.runtime.serving.online_features import (
+    EntityError,
+    OnlineFeatureReader,
+    StoreUnavailable,
+)
 from specml.runtime.serving.protocol import (
     ProtocolError,
     decode_infer,
@@ -44,7 +53,11 @@ from specml.runtime.serving.protocol import (
     split_body,
 )
 from specml.runtime.serving.roles import ModelSlot, TrafficControl
-from specml.runtime.serving.sagemaker import decode_invocation, execution_parameters
+from specml.runtime.serving.sagemaker import (
+    decode_invocation,
+    execution_parameters,
+    prediction_rows,
+)
 from specml.runtime.serving.shadow import ShadowMirror
 
 SERVER_NAME = "specml"
@@ -82,6 +95,20 @@ def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
     if len(out) > limit or inflater.unconsumed_tail:
         raise ProtocolError(f"decompressed body exceeds the {limit}-byte limit", 413)
     return out
+
+
+def _decode_infer_body(
+    body: bytes, encoding: str, limit: int, header_length: str | None, *model: Any
+) -> Any:
+    """A REST infer body decoded and validated (module-level: it may run in decoding.py's
+    helper process)."""
+    header, binary = split_body(_decompress(body, encoding, limit), header_length)
+    return decode_infer(header, binary, *model)
+
+
+def _decode_invocation_body(body: bytes, encoding: str, limit: int, *rest: Any) -> Any:
+    """A SageMaker invocation body decoded (module-level, like `_decode_infer_body`)."""
+    return decode_invocation(_decompress(body, encoding, limit), *rest)
 
 
 def _endpoint_of(path: str) -> str:
@@ -122,6 +149,7 @@ class InferenceApp:
         # Why predict-by-entity cannot answer yet (None: the reader is loaded, or there is none).
         self.features_pending: str | None = None
         self._lookup_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="specml-lookup")
+        self.decoder = BodyDecoder()  # large bodies are decoded in a helper process
         self._ids = itertools.count()
         self._id_prefix = os.urandom(4).hex()
         self.shadow = ShadowMirror(metrics)
@@ -137,14 +165,18 @@ class InferenceApp:
         self.features_pending = None
 
     def is_ready(self, slot: ModelSlot | None = None) -> bool:
-        """The model (or a pinned version) is loaded and the feature reader is not pending."""
+        """The model (or a pinned version) is loaded and the feature reader (if any) is loaded
+        and can read its store."""
         model = (slot or self.traffic.table.champion).model
-        return model.is_ready() and self.features_pending is None
+        if not model.is_ready() or self.features_pending is not None:
+            return False
+        return self.features is None or self.features.available()
 
     def close(self) -> None:
         """Stop worker threads, the state watcher, flush the request log, close feature stores."""
         self.traffic.close()
         self._lookup_pool.shutdown(wait=False, cancel_futures=True)
+        self.decoder.close()
         if self.features is not None:
             self.features.close()
         if self.request_log is not None:
@@ -194,7 +226,7 @@ class InferenceApp:
 
     def _labels(self, request: HttpRequest) -> HttpResponse:
         """Store delayed labels for `specml labels` / `specml monitor` (404 when not monitored)."""
-        from specml.runtime.monitor.labels import check_label_rows
+        from specml.runtime.monitor.labels import LabelQuotaExceeded, check_label_rows
 
         if self.label_sink is None:
             return _error(
@@ -207,6 +239,10 @@ class InferenceApp:
             raise ProtocolError(str(exc)) from None
         try:
             accepted = self.label_sink.append(rows)
+        except LabelQuotaExceeded as exc:
+            response = _error(429, str(exc))
+            response.headers["Retry-After"] = str(exc.retry_after_s)
+            return response
         except OSError as exc:
             log.error("cannot store labels: %s", exc)
             return _error(503, "labels could not be stored; retry later")
@@ -294,14 +330,22 @@ class InferenceApp:
     async def _infer(
         self, request: HttpRequest, pinned: ModelSlot | None
     ) -> tuple[ModelSlot, HttpResponse]:
-        header, binary = split_body(
-            self._body(request), request.headers.get("inference-header-content-length")
-        )
         champion = self.traffic.table.champion.model
-        infer = decode_infer(header, binary, champion.input, champion.outputs)
+        infer = await self.decoder.run(
+            len(request.body),
+            _decode_infer_body,
+            request.body,
+            request.headers.get("content-encoding", "").lower(),
+            self.max_body_bytes,
+            request.headers.get("inference-header-content-length"),
+            champion.schema,
+            champion.outputs,
+        )
         request_id = self._request_id(infer.request_id, request)
-        slot, results = await self._answer(infer.features, request_id, "infer", pinned)
-        body, header_length = encode_infer(slot.model.name, slot.version, infer, results)
+        slot, results = await self._answer(infer.inputs, request_id, "infer", pinned)
+        model = slot.model
+        parameters = {model.manifest.output_name: model.manifest.output_parameters()}
+        body, header_length = encode_infer(model.name, slot.version, infer, results, parameters)
         headers = _version_headers(slot)
         if header_length is None:
             return slot, HttpResponse(200, body, headers=headers)
@@ -309,32 +353,46 @@ class InferenceApp:
         return slot, HttpResponse(200, body, "application/octet-stream", headers)
 
     async def _invocations(self, request: HttpRequest) -> tuple[ModelSlot, HttpResponse]:
-        """SageMaker's POST /invocations: rows in (OIP v2, instances, inputs or CSV), predictions
-        out as {"predictions": [...]}, one entry per row (the model's output for that row)."""
+        """SageMaker's POST /invocations: rows in (records, rows, OIP v2 or CSV), predictions
+        out as {"predictions": [...]}, one entry per row named by class (sagemaker.py)."""
         champion = self.traffic.table.champion.model
-        features, request_id = decode_invocation(
-            self._body(request),
+        inputs, request_id = await self.decoder.run(
+            len(request.body),
+            _decode_invocation_body,
+            request.body,
+            request.headers.get("content-encoding", "").lower(),
+            self.max_body_bytes,
             request.headers.get("content-type", ""),
             request.headers.get("inference-header-content-length"),
-            champion.input,
+            champion.schema,
             champion.outputs,
         )
         slot, results = await self._answer(
-            features, self._request_id(request_id, request), "invocations"
+            inputs, self._request_id(request_id, request), "invocations"
         )
-        body = {"predictions": results[slot.model.manifest.output_name].tolist()}
+        body = {"predictions": prediction_rows(slot.model.manifest, results)}
         response = _json(200, body)
         response.headers.update(_version_headers(slot))
         return slot, response
 
     async def _answer(
-        self, features: Any, request_id: str, endpoint: str, pinned: ModelSlot | None = None
+        self,
+        features: dict[str, Any],
+        request_id: str,
+        endpoint: str,
+        pinned: ModelSlot | None = None,
+        entities: list[dict[str, Any]] | None = None,
     ) -> tuple[ModelSlot, dict[str, Any]]:
-        """Score on the routed slot (one table read: exactly one model answers), mirror if asked.
+        """Score an input dict on the routed slot (one table read: exactly one model answers),
+        mirror if asked. Unknown / missing categories are judged by the champion's vocabularies
+        (ProtocolError 400 where a feature's policy is `error`) and counted on its series.
 
         A failing challenger is counted as the challenger's error and the champion answers instead.
         """
         table = self.traffic.table
+        counts = table.champion.model.categories.inspect(features)
+        if counts:
+            table.champion.count_categories(counts)
         if pinned is not None:
             slot, mirror = pinned, None
         else:
@@ -344,7 +402,9 @@ class InferenceApp:
             try:
                 results = await slot.score(features)
             except Exception as exc:
-                slot.count(endpoint, 500, time.perf_counter() - start)
+                # counted once: specml_requests_total on the champion that answers (below)
+                self.metrics.errors.labels(*slot.labels, endpoint, "500").inc()
+                self.metrics.fallbacks.labels(*slot.labels, endpoint).inc()
                 log.warning("challenger v%s failed (%s); the champion answers", slot.version, exc)
                 slot = table.champion
                 results = await self._score(slot, features)
@@ -356,7 +416,9 @@ class InferenceApp:
         if self.request_log is not None:
             try:
                 out = results[slot.model.manifest.output_name]
-                self.request_log.append(features, out, slot.version, request_id=request_id)
+                self.request_log.append(
+                    features, out, slot.version, request_id=request_id, entity=entities
+                )
             except Exception:  # logging must never fail a request
                 log.exception("request log append failed")
         return slot, results
@@ -376,7 +438,9 @@ class InferenceApp:
         """Score entities by their join keys, features read from the online store.
 
         Request: {"entities": [{"customer_id": 5}, ...], "return_features": false, "id": "..."}
-        Answer:  {"model_name", "model_version", "outputs": {"output": [[...] per entity]},
+        Answer:  {"model_name", "model_version",
+                  "predictions": [{"label", "probabilities": {class: p}} | {"value"} per entity],
+                  "outputs": {"output": [[...] per entity], "label": [[...]]},
                   "found": [true | false per entity],
                   "missing_features": [["view:field", ...] per entity],
                   "feature_names": [...], "features": [[...]]}   (the last two when asked)
@@ -385,7 +449,8 @@ class InferenceApp:
         `missing_features` names those per entity (empty list: all present) and `found` is false
         for an entity the store holds nothing (live) for at all, whose prediction therefore rests
         on imputed values only. Both are counted in specml_entity_lookups_total and
-        specml_imputed_features_total. 503 while the feature reader is still loading.
+        specml_imputed_features_total. Strings stay strings (missing: ""), numbers are float32
+        (missing: NaN). 503 while the feature reader is still loading or its store cannot be read.
         """
         if self.features_pending is not None:
             return None, unavailable(self.features_pending)
@@ -413,19 +478,29 @@ class InferenceApp:
             found = await loop.run_in_executor(self._lookup_pool, reader.lookup, entities)
         except EntityError as exc:
             raise ProtocolError(str(exc)) from None
-        matrix = reader.to_matrix(found.values)
+        except StoreUnavailable as exc:
+            log.error("predict-by-entity: %s", exc)
+            return None, unavailable(
+                f"the online feature store cannot be read ({exc}); predict-by-entity is "
+                "unavailable until it is restored (e.g. materialize the features again)"
+            )
         champion = self.traffic.table.champion
+        inputs = reader.to_inputs(found.values, champion.model.inputs)
         self.metrics.feature_lookup_latency.labels(*champion.labels).observe(
             time.perf_counter() - start
         )
         self._count_lookup(champion, found)
         given = payload.get("id") if isinstance(payload.get("id"), str) else None
         slot, results = await self._answer(
-            matrix, self._request_id(given, request), "predict_by_entity"
+            inputs,
+            self._request_id(given, request),
+            "predict_by_entity",
+            entities=[{k: e[k] for k in reader.join_keys if k in e} for e in entities],
         )
         body: dict[str, Any] = {
             "model_name": slot.model.name,
             "model_version": slot.version,
+            "predictions": prediction_rows(slot.model.manifest, results),
             "outputs": {name: array.tolist() for name, array in results.items()},
             "found": found.found,
             "missing_features": found.missing,

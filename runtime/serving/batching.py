@@ -9,6 +9,8 @@ loop stays free. While it runs, new requests queue. When the worker is free it t
   longer than `max_delay_ms` after the oldest queued request arrived.
 A batch never exceeds `max_batch_size` rows, except that one request larger than that runs alone.
 `UnbatchedRunner` is the batching-disabled path: each request runs alone on a thread pool.
+A request is the model's input dict (input name -> [n, 1] array, numeric or strings): a batch
+concatenates each input, and every output (class labels too) is split back by rows.
 
 Both measure how long the model's runs take (on the worker, so the handoff is not counted). Once
 that is known and a run takes less than `INLINE_MAX_SECONDS`, a request with nothing else in
@@ -30,7 +32,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-RunFn = Callable[[np.ndarray], dict[str, np.ndarray]]
+Inputs = dict[str, np.ndarray]
+RunFn = Callable[[Inputs], dict[str, np.ndarray]]
 # observe(batch_rows, queue_delays_seconds) — hooked to the Prometheus histograms
 ObserveFn = Callable[[int, list[float]], None]
 
@@ -45,6 +48,14 @@ def _no_observe(rows: int, delays: list[float]) -> None:
     return None
 
 
+def _rows(inputs: Inputs) -> int:
+    return int(next(iter(inputs.values())).shape[0])
+
+
+def _concatenate(parts: list[Inputs]) -> Inputs:
+    return {name: np.concatenate([p[name] for p in parts], axis=0) for name in parts[0]}
+
+
 class _Placement:
     """Where a run goes: the event loop for fast models (see the module docstring), else a pool."""
 
@@ -54,7 +65,7 @@ class _Placement:
         self._runs = 0
         self._seconds = 0.0  # moving average of one run's time
 
-    def _timed(self, features: np.ndarray) -> dict[str, np.ndarray]:
+    def _timed(self, features: Inputs) -> dict[str, np.ndarray]:
         start = time.perf_counter()
         try:
             return self._run(features)
@@ -69,7 +80,7 @@ class _Placement:
         """Runs stay on the loop (measured fast enough)."""
         return self._runs >= _WARMUP_RUNS and self._seconds < INLINE_MAX_SECONDS
 
-    async def call(self, features: np.ndarray, alone: bool) -> dict[str, np.ndarray]:
+    async def call(self, features: Inputs, alone: bool) -> dict[str, np.ndarray]:
         """Run once: on the loop when fast and `alone` (nothing else is in flight, so no overlap
         of parsing with inference is lost), else on the pool."""
         if alone and self.inline:
@@ -86,9 +97,9 @@ class UnbatchedRunner:
         self._placement = _Placement(run, self._pool)
         self._in_flight = 0
 
-    async def submit(self, features: np.ndarray) -> dict[str, np.ndarray]:
+    async def submit(self, features: Inputs) -> dict[str, np.ndarray]:
         """Run one request's rows and return its outputs."""
-        self._observe(int(features.shape[0]), [0.0])
+        self._observe(_rows(features), [0.0])
         alone = self._in_flight == 0
         self._in_flight += 1
         try:
@@ -102,7 +113,8 @@ class UnbatchedRunner:
 
 @dataclass
 class _Pending:
-    features: np.ndarray
+    features: Inputs
+    rows: int
     future: asyncio.Future[dict[str, np.ndarray]]
     enqueued: float = field(default_factory=time.perf_counter)
 
@@ -130,12 +142,12 @@ class DynamicBatcher:
         self._draining = False
         self._filled: asyncio.Event | None = None
 
-    async def submit(self, features: np.ndarray) -> dict[str, np.ndarray]:
+    async def submit(self, features: Inputs) -> dict[str, np.ndarray]:
         """Queue one request's rows; resolves with its own slice of the batch outputs."""
         loop = asyncio.get_running_loop()
-        pending = _Pending(features, loop.create_future())
+        pending = _Pending(features, _rows(features), loop.create_future())
         self._queue.append(pending)
-        self._queued_rows += int(features.shape[0])
+        self._queued_rows += pending.rows
         self._outstanding += 1
         if self._outstanding > self._peak:
             self._peak = self._outstanding
@@ -170,10 +182,10 @@ class DynamicBatcher:
 
     def _take_batch(self) -> list[_Pending]:
         batch = [self._queue.popleft()]
-        rows = int(batch[0].features.shape[0])
-        while self._queue and rows + self._queue[0].features.shape[0] <= self.max_batch_size:
+        rows = batch[0].rows
+        while self._queue and rows + self._queue[0].rows <= self.max_batch_size:
             item = self._queue.popleft()
-            rows += int(item.features.shape[0])
+            rows += item.rows
             batch.append(item)
         self._queued_rows -= rows
         return batch
@@ -188,8 +200,8 @@ class DynamicBatcher:
                 if len(batch) == 1:
                     features = batch[0].features
                 else:
-                    features = np.concatenate([p.features for p in batch], axis=0)
-                self._observe(int(features.shape[0]), [start - p.enqueued for p in batch])
+                    features = _concatenate([p.features for p in batch])
+                self._observe(sum(p.rows for p in batch), [start - p.enqueued for p in batch])
                 try:
                     # A lone client's request (no companions seen) may run on the loop.
                     outputs = await self._placement.call(features, self._last_peak <= 1)
@@ -200,7 +212,7 @@ class DynamicBatcher:
                     continue
                 offset = 0
                 for p in batch:
-                    rows = int(p.features.shape[0])
+                    rows = p.rows
                     if not p.future.done():
                         p.future.set_result(
                             {k: v[offset : offset + rows] for k, v in outputs.items()}

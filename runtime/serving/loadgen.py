@@ -1,8 +1,11 @@
 """A bounded, loopback-only load generator for rollout drills: every answer is recorded.
 
-`LoadGenerator(url, features=F, rate_per_s=200, concurrency=4)` sends v2 JSON infer requests from
+`LoadGenerator(url, rate_per_s=200, concurrency=4)` sends v2 JSON infer requests from
 `concurrency` threads (keep-alive connections) at no more than `rate_per_s` in total, until
 `stop()`, which returns a `LoadReport`: requests sent, answers per model version, failures.
+Requests carry one named input per model input, as the model's metadata lists them (random
+numbers for FP32, small integers for INT64, short strings for BYTES); when the metadata cannot
+be read they fall back to a `features` matrix of `features` columns.
 It refuses any host that is not loopback, so a drill can never load someone else's server.
 """
 
@@ -47,6 +50,37 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _request_bodies(inputs: list[dict] | None, features: int, seed: int) -> list[str]:
+    """256 JSON `"inputs": [...]` fragments: named inputs per the metadata, else a matrix."""
+    rng = np.random.default_rng(seed)
+    bodies = []
+    for _ in range(256):
+        if inputs is None:
+            row = rng.normal(size=features).astype(np.float32).tolist()
+            tensors = [
+                {"name": "features", "shape": [1, features], "datatype": "FP32", "data": row}
+            ]
+        else:
+            tensors = []
+            for spec in inputs:
+                if spec["datatype"] == "BYTES":
+                    value: object = f"v{int(rng.integers(0, 8))}"
+                elif spec["datatype"] == "INT64":
+                    value = int(rng.integers(0, 8))
+                else:
+                    value = float(np.float32(rng.normal()))
+                tensors.append(
+                    {
+                        "name": spec["name"],
+                        "shape": [1, 1],
+                        "datatype": spec["datatype"],
+                        "data": [value],
+                    }
+                )
+        bodies.append('"inputs":' + json.dumps(tensors))
+    return bodies
+
+
 class LoadGenerator:
     """Threads sending inference requests at a capped rate to a loopback server."""
 
@@ -70,7 +104,7 @@ class LoadGenerator:
         self.interval = concurrency / rate_per_s  # per worker
         self.concurrency = concurrency
         self.timeout = timeout_s
-        self.rows = np.random.default_rng(seed).normal(size=(256, features)).astype(np.float32)
+        self.bodies = _request_bodies(self._model_inputs(model), features, seed)
         self.report = LoadReport()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -79,6 +113,22 @@ class LoadGenerator:
             for i in range(concurrency)
         ]
         self._started = 0.0
+
+    def _model_inputs(self, model: str) -> list[dict] | None:
+        """The model's inputs from its metadata (None: unreadable, send the matrix form)."""
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        try:
+            conn.request("GET", f"/v2/models/{model}")
+            response = conn.getresponse()
+            raw = response.read()
+            if response.status != 200:
+                return None
+            inputs = json.loads(raw).get("inputs")
+        except (OSError, ValueError):
+            return None
+        finally:
+            conn.close()
+        return inputs if isinstance(inputs, list) and inputs else None
 
     def start(self) -> LoadGenerator:
         self._started = time.perf_counter()
@@ -109,20 +159,8 @@ class LoadGenerator:
             if delay > 0:
                 time.sleep(delay)
             next_at += self.interval
-            row = self.rows[(worker * 7919 + i) % len(self.rows)]
-            body = json.dumps(
-                {
-                    "id": f"w{worker}-{i}",
-                    "inputs": [
-                        {
-                            "name": "features",
-                            "shape": [1, len(row)],
-                            "datatype": "FP32",
-                            "data": row.tolist(),
-                        }
-                    ],
-                }
-            )
+            inputs = self.bodies[(worker * 7919 + i) % len(self.bodies)]
+            body = f'{{"id":"w{worker}-{i}",{inputs}}}'
             i += 1
             with self._lock:
                 self.report.sent += 1

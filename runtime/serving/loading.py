@@ -25,7 +25,7 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080  # 0: any free port
     batching: bool = True
-    max_batch_size: int = 64
+    max_batch_size: int = 32  # the spec's serving.batching.max_batch_size default
     max_delay_ms: float = 2.0
     max_body_bytes: int = 8 * 1024 * 1024
     feature_repo: str | None = None  # overrides serving.json's feature_repo
@@ -42,6 +42,15 @@ class ServerConfig:
     # The TTL clock of the online feature reader: "now" (wall clock), "materialized" (the repo's
     # last materialization end; replays and the skew check) or an ISO-8601 time.
     features_as_of: str = "now"
+    # Transport (asgi.py, workers.py). workers: processes on one port (0: from the core count).
+    workers: int = 1
+    grpc_port: int | None = None  # the gRPC Open Inference Protocol service (0: any free port)
+    max_header_bytes: int = 16 * 1024
+    max_connections: int = 2048  # per worker; beyond it a connection gets a 503 and is closed
+    idle_timeout_s: float = 5.0  # keep-alive, and a connected client that sends nothing
+    request_timeout_s: float = 30.0  # head and body of one request must arrive within this
+    backlog: int = 2048
+    freeze_gc: bool = True  # gc.freeze() after loading (the server process owns its heap)
 
 
 def load_slot(
@@ -59,9 +68,9 @@ def load_slot(
         for delay in delays:
             queue_hist.observe(delay)
 
-    def run(features):  # type: ignore[no-untyped-def]
+    def run(inputs):  # type: ignore[no-untyped-def]
         with run_hist.time():
-            return model.run(features)
+            return model.run(inputs)
 
     runner = make_runner(run, config.batching, config.max_batch_size, config.max_delay_ms, observe)
     faults = FaultInjection(config.inject_latency_ms, config.inject_error_rate, config.inject_seed)
@@ -74,8 +83,8 @@ def _compatible(champion: ModelSlot, challenger: ModelSlot) -> str | None:
     a, b = champion.model, challenger.model
     if a.name != b.name:
         return f"it serves model '{b.name}', the champion '{a.name}'"
-    if a.input != b.input or a.manifest.features != b.manifest.features:
-        return "its input features differ from the champion's"
+    if a.inputs != b.inputs or a.manifest.features != b.manifest.features:
+        return "its inputs (names, datatypes, order) differ from the champion's"
     if a.manifest.output_name != b.manifest.output_name:
         return "its output differs from the champion's"
     return None

@@ -1,6 +1,13 @@
-"""Prometheus metrics for the server, in a registry of its own (several servers per process in tests)."""
+"""Prometheus metrics for the server, in a registry of its own (several servers per process in tests).
+
+With several worker processes (workers.py) every worker runs in prometheus_client's multiprocess
+mode (PROMETHEUS_MULTIPROC_DIR, one folder per server): each writes its series to memory-mapped
+files there and whichever worker answers /metrics sums them, so counters stay exact.
+"""
 
 from __future__ import annotations
+
+import os
 
 from prometheus_client import (
     CollectorRegistry,
@@ -96,10 +103,40 @@ class ServingMetrics:
             ["model", "version", "feature", "reason"],
             registry=r,
         )
+        self.feature_unknown = Counter(
+            "specml_feature_unknown_total",
+            "Categorical input values outside the model's vocabulary (scored in the unknown "
+            "bucket), by feature (the input name).",
+            ["model", "version", "feature"],
+            registry=r,
+        )
+        self.feature_missing = Counter(
+            "specml_feature_missing_total",
+            "Missing input values (null, empty string or NaN; imputed or bucketed by the model), "
+            "by feature (the input name).",
+            ["model", "version", "feature"],
+            registry=r,
+        )
         self.model_info = Gauge(
             "specml_model_info",
             "1 for the model version being served, with its execution provider.",
             ["model", "version", "provider"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.refusals = Counter(
+            "specml_http_refusals_total",
+            "Requests refused by the HTTP layer before routing (framing, limits, timeouts) or "
+            "failed there unhandled, by status code and reason.",
+            ["code", "reason"],
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "specml_challenger_fallbacks_total",
+            "Challenger inferences that failed and were answered by the champion instead (counted "
+            "once in specml_requests_total, on the champion; the failure in "
+            "specml_request_errors_total on the challenger).",
+            ["model", "version", "endpoint"],
             registry=r,
         )
 
@@ -108,6 +145,7 @@ class ServingMetrics:
             "1 for each loaded version's rollout role (champion | challenger).",
             ["model", "version", "role"],
             registry=r,
+            multiprocess_mode="livemax",
         )
         shadow = ["model", "champion_version", "challenger_version"]
         self.shadow_requests = Counter(
@@ -137,6 +175,26 @@ class ServingMetrics:
             registry=r,
         )
 
+    def count_refusal(self, status: int, reason: str) -> None:
+        """One request refused (or failed unhandled) outside the routes."""
+        self.refusals.labels(str(status), reason).inc()
+
     def render(self) -> bytes:
-        """The Prometheus text exposition of every series."""
-        return generate_latest(self.registry)
+        """The Prometheus text exposition of every series (of every worker, see the docstring)."""
+        folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if not folder or not _values_in_files():
+            return generate_latest(self.registry)
+        from prometheus_client import multiprocess
+
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged, folder)
+        return generate_latest(merged)
+
+
+def _values_in_files() -> bool:
+    """prometheus_client keeps values in the multiprocess folder (it chose so at import). Not
+    the case when PROMETHEUS_MULTIPROC_DIR appeared later: importing feast sets it to a folder of
+    its own, which holds none of this process's series."""
+    from prometheus_client import values
+
+    return getattr(values.ValueClass, "__name__", "") == "MmapedValue"

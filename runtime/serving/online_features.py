@@ -14,6 +14,11 @@ returned as missing, exactly as the offline point-in-time join treats it in trai
 then imputes it like any other missing value (NaN -> the training means inside the ONNX graph).
 A view with no TTL (0) never expires. `lookup` also says, per entity row, which features were
 imputed and whether the store knew the entity at all.
+
+Availability: `available()` says whether the online store's database file is there (the server's
+readiness asks it); a lookup against a store that went away (file deleted, table dropped) raises
+`StoreUnavailable`, which the server answers with a 503. A database file replaced by a new one
+(same path, new inode: a fresh materialization) is reopened on the next read.
 """
 
 from __future__ import annotations
@@ -28,12 +33,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from specml.runtime.serving.protocol import TensorSpec, column_from_values
 
 POINTER = "specml_repo.json"  # written by materialize_features: holds `materialized_until`
 
 
 class EntityError(Exception):
     """An entity row the lookup cannot use (missing or mistyped join key)."""
+
+
+class StoreUnavailable(Exception):
+    """The online store cannot be read now (its database is gone or unreadable)."""
 
 
 @dataclass(frozen=True)
@@ -151,15 +161,52 @@ class OnlineFeatureReader:
         self.views = tuple(lookups)
         self.join_keys = tuple(sorted({k for v in self.views for k in v.join_keys}))
         self._local = threading.local()
+        self._failed = False  # the last read failed: readiness probes the tables until they answer
+
+    def _identity(self) -> tuple[int, int] | None:
+        """(device, inode) of the database file; None when it is not there."""
+        try:
+            st = self.db_path.stat()
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino)
+
+    def available(self) -> bool:
+        """The online store can be read (readiness): its database file exists (a stat) and,
+        after a failed read, its tables answer again (a probe per call until they do)."""
+        if self._identity() is None:
+            return False
+        if not self._failed:
+            return True
+        try:
+            conn = self._conn()
+            for view in self.views:
+                conn.execute(f'SELECT 1 FROM "{view.table}" LIMIT 0').fetchall()
+        except (StoreUnavailable, sqlite3.Error):
+            return False
+        self._failed = False
+        return True
 
     # -- per thread: sqlite3 connections are cheap, read-only, never shared across threads
     def _conn(self) -> sqlite3.Connection:
+        identity = self._identity()
+        if identity is None:
+            raise StoreUnavailable(f"the online store {self.db_path} does not exist")
         conn = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "identity", None) != identity:
+            conn.close()  # the file was replaced: read the new one
+            conn = None
         if conn is None:
-            conn = sqlite3.connect(
-                f"file:{self.db_path}?mode=ro", uri=True, check_same_thread=False
-            )
+            try:
+                conn = sqlite3.connect(
+                    f"file:{self.db_path}?mode=ro", uri=True, check_same_thread=False
+                )
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(
+                    f"cannot open the online store {self.db_path}: {exc}"
+                ) from None
             self._local.conn = conn
+            self._local.identity = identity
         return conn
 
     def _entity_key(self, lookup: _ViewLookup, row: dict[str, Any]) -> bytes:
@@ -189,7 +236,17 @@ class OnlineFeatureReader:
         return self.lookup(rows).values
 
     def lookup(self, rows: list[dict[str, Any]]) -> Lookup:
-        """Values per entity row and feature ref, with what was imputed and why."""
+        """Values per entity row and feature ref, with what was imputed and why (raises
+        StoreUnavailable when the store cannot be read)."""
+        try:
+            found = self._lookup(rows)
+        except sqlite3.Error as exc:  # e.g. the table went away with a rebuilt store
+            self._failed = True
+            raise StoreUnavailable(f"cannot read the online store {self.db_path}: {exc}") from None
+        self._failed = False
+        return found
+
+    def _lookup(self, rows: list[dict[str, Any]]) -> Lookup:
         from feast.protos.feast.types.Value_pb2 import Value as ValueProto
         from feast.type_map import feast_value_type_to_python_type
 
@@ -238,11 +295,23 @@ class OnlineFeatureReader:
         return self.to_matrix(values), values
 
     def to_matrix(self, values: list[list[Any]]) -> np.ndarray:
-        """float32 [len(values), F] model input, NaN where a value is missing."""
+        """float32 [len(values), F] (all-numeric features), NaN where a value is missing."""
         return np.array(
             [[math.nan if v is None else float(v) for v in row] for row in values],
             dtype=np.float32,
         ).reshape(len(values), len(self.feature_refs))
+
+    def to_inputs(
+        self, values: list[list[Any]], inputs: tuple[TensorSpec, ...]
+    ) -> dict[str, np.ndarray]:
+        """The model's input dict from looked-up values (`inputs` in feature-ref order): numbers
+        as float32 (missing: NaN), strings as str (missing: ""), integer categories as int64."""
+        return {
+            spec.name: column_from_values(
+                spec, [row[col] for row in values], f"online feature '{self.feature_refs[col]}'"
+            )
+            for col, spec in enumerate(inputs)
+        }
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

@@ -1,8 +1,9 @@
 """Open Inference Protocol (KServe v2 REST) codec: JSON tensors plus Triton's binary extension.
 
-Decoding validates everything a client controls (names, datatypes, shapes, element types) and
-raises `ProtocolError` with an HTTP status and a message; it never lets a malformed request reach
-the model. Binary tensor data follows Triton's extension: the body is a JSON header of
+`decode_infer` validates a request's framing (ids, parameters, which outputs, binary sizes) and
+hands its tensors to `tensors.decode_tensors` (one named input per feature, see tensors.py);
+`encode_infer` writes the response, `output` FP32 and `label` BYTES, each JSON or binary.
+Binary tensor data follows Triton's extension: the body is a JSON header of
 `Inference-Header-Content-Length` bytes followed by the raw little-endian tensors, each input
 declaring its size in `parameters.binary_data_size`.
 """
@@ -15,15 +16,40 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from specml.runtime.serving.tensors import (  # re-exported: the protocol's public names
+    ACCEPTED,
+    INT64_MISSING,
+    MATRIX_INPUT,
+    MAX_ROWS_PER_REQUEST,
+    InputSchema,
+    ProtocolError,
+    TensorSpec,
+    WireTensor,
+    column_from_values,
+    decode_tensors,
+    serialize_strings,
+)
 
-# Datatypes accepted for numeric inputs; every one is cast to the model's float32 input.
-INPUT_DTYPES: dict[str, np.dtype] = {
-    "FP32": np.dtype("<f4"),
-    "FP64": np.dtype("<f8"),
-    "FP16": np.dtype("<f2"),
-    "INT64": np.dtype("<i8"),
-    "INT32": np.dtype("<i4"),
-}
+__all__ = [
+    "ACCEPTED",
+    "INT64_MISSING",
+    "MATRIX_INPUT",
+    "MAX_ROWS_PER_REQUEST",
+    "InferRequest",
+    "InputSchema",
+    "OutputRequest",
+    "ProtocolError",
+    "TensorSpec",
+    "WireTensor",
+    "column_from_values",
+    "decode_infer",
+    "decode_tensors",
+    "encode_infer",
+    "parse_json",
+    "serialize_strings",
+    "split_body",
+]
+
 NUMPY_TO_DATATYPE: dict[str, str] = {
     "float32": "FP32",
     "float64": "FP64",
@@ -31,30 +57,11 @@ NUMPY_TO_DATATYPE: dict[str, str] = {
     "int64": "INT64",
     "int32": "INT32",
     "bool": "BOOL",
+    "object": "BYTES",
 }
+
+
 _DATATYPE_BY_DTYPE: dict[np.dtype, str] = {np.dtype(k): v for k, v in NUMPY_TO_DATATYPE.items()}
-MAX_ROWS_PER_REQUEST = 65536
-
-
-class ProtocolError(Exception):
-    """A request the server refuses; `status` is the HTTP code, `message` the JSON error text."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """One model input or output as the protocol describes it (shape -1 = any size)."""
-
-    name: str
-    datatype: str
-    shape: tuple[int, ...]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
 
 
 @dataclass(frozen=True)
@@ -67,11 +74,16 @@ class OutputRequest:
 
 @dataclass
 class InferRequest:
-    """A decoded, validated infer request: the model input as float32 [N, F]."""
+    """A decoded, validated infer request: the model's input dict (input name -> [N, 1])."""
 
     request_id: str | None
-    features: np.ndarray
+    inputs: dict[str, np.ndarray]
     outputs: tuple[OutputRequest, ...]
+
+
+def rows_of(inputs: dict[str, np.ndarray]) -> int:
+    """The batch size of an input dict."""
+    return int(next(iter(inputs.values())).shape[0])
 
 
 def _reject_constant(name: str) -> float:
@@ -110,47 +122,13 @@ def split_body(body: bytes, header_length: str | None) -> tuple[Any, bytes]:
     return parse_json(body[:size]), body[size:]
 
 
-def _check_shape(shape: Any, where: str) -> tuple[int, ...]:
-    if not isinstance(shape, list) or not shape:
-        raise ProtocolError(f"{where}.shape must be a non-empty list of integers")
-    for dim in shape:
-        if type(dim) is not int or dim < 0:
-            raise ProtocolError(f"{where}.shape must hold non-negative integers, got {shape!r}")
-    return tuple(shape)
-
-
-def _json_data(data: Any, datatype: str, count: int, where: str) -> np.ndarray:
-    """Turn `data` (flat or nested numbers) into a flat array of `count` elements."""
-    if not isinstance(data, list):
-        raise ProtocolError(f"{where}.data must be a list of numbers")
-    try:
-        array = np.array(data)
-    except (ValueError, OverflowError):
-        # ragged nesting ("inhomogeneous shape") or numbers numpy cannot hold
-        raise ProtocolError(
-            f"{where}.data must be a regular (non-ragged) list of numbers"
-        ) from None
-    if array.dtype.kind not in "iuf" or (array.size == 0 and count != 0):
-        if array.size == 0 and count == 0:
-            return np.zeros(0, dtype=np.float32)
-        raise ProtocolError(
-            f"{where}.data must hold only numbers (got {array.dtype.kind!r}-kind values such as "
-            f"strings, booleans or nulls)"
-        )
-    if array.size != count:
-        raise ProtocolError(f"{where}.data has {array.size} elements but shape needs {count}")
-    if datatype.startswith("INT") and array.dtype.kind == "f":
-        raise ProtocolError(f"{where}.data holds non-integers but datatype is {datatype}")
-    return array.reshape(-1)
-
-
 def decode_infer(
     header: Any,
     binary: bytes,
-    model_input: TensorSpec,
+    schema: InputSchema,
     model_outputs: tuple[TensorSpec, ...],
 ) -> InferRequest:
-    """Validate an infer request against the model's single input and return it as float32."""
+    """Validate a REST infer request (JSON header + binary tail) against the model."""
     if not isinstance(header, dict):
         raise ProtocolError("request body must be a JSON object")
     request_id = header.get("id")
@@ -162,62 +140,42 @@ def decode_infer(
     inputs = header.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise ProtocolError("'inputs' must be a non-empty list of tensors")
-    if len(inputs) != 1:
-        raise ProtocolError(
-            f"model takes exactly one input '{model_input.name}', got {len(inputs)}"
+    tensors = []
+    offset = 0
+    for i, tensor in enumerate(inputs):
+        if not isinstance(tensor, dict):
+            raise ProtocolError(f"inputs[{i}] must be an object")
+        name = tensor.get("name")
+        where = f"input '{name}'" if isinstance(name, str) else f"inputs[{i}]"
+        t_params = tensor.get("parameters") or {}
+        if not isinstance(t_params, dict):
+            raise ProtocolError(f"{where}.parameters must be an object")
+        size = t_params.get("binary_data_size")
+        raw = None
+        if size is not None:
+            if type(size) is not int or size < 0:
+                raise ProtocolError(
+                    f"{where}.parameters.binary_data_size must be a non-negative integer"
+                )
+            if offset + size > len(binary):
+                raise ProtocolError(
+                    f"binary tensor data is {len(binary)} bytes but the inputs up to {where} "
+                    f"declare {offset + size}"
+                )
+            if "data" in tensor:
+                raise ProtocolError(f"{where} has both 'data' and binary_data_size")
+            raw = binary[offset : offset + size]
+            offset += size
+        tensors.append(
+            WireTensor(name, tensor.get("datatype"), tensor.get("shape"), tensor.get("data"), raw)
         )
-    tensor = inputs[0]
-    where = "inputs[0]"
-    if not isinstance(tensor, dict):
-        raise ProtocolError(f"{where} must be an object")
-    name = tensor.get("name")
-    if name != model_input.name:
-        raise ProtocolError(f"unknown input {name!r}; the model's input is '{model_input.name}'")
-    datatype = tensor.get("datatype")
-    if datatype not in INPUT_DTYPES:
+    if offset != len(binary):
         raise ProtocolError(
-            f"{where}.datatype {datatype!r} is not supported; use one of {', '.join(INPUT_DTYPES)}"
+            f"{len(binary) - offset} bytes of binary data follow the JSON header "
+            "but no input declares them"
         )
-    shape = _check_shape(tensor.get("shape"), where)
-    n_features = model_input.shape[-1]
-    if len(shape) != 2 or shape[1] != n_features:
-        raise ProtocolError(
-            f"{where}.shape {list(shape)} does not match the model's [N, {n_features}]"
-        )
-    if shape[0] > MAX_ROWS_PER_REQUEST:
-        raise ProtocolError(
-            f"{where} has {shape[0]} rows; at most {MAX_ROWS_PER_REQUEST} per request"
-        )
-    count = shape[0] * shape[1]
-    t_params = tensor.get("parameters") or {}
-    if not isinstance(t_params, dict):
-        raise ProtocolError(f"{where}.parameters must be an object")
-    binary_size = t_params.get("binary_data_size")
-    if binary_size is not None:
-        dtype = INPUT_DTYPES[datatype]
-        if type(binary_size) is not int or binary_size != count * dtype.itemsize:
-            raise ProtocolError(
-                f"{where}.parameters.binary_data_size must be {count * dtype.itemsize} for shape "
-                f"{list(shape)} {datatype}, got {binary_size!r}"
-            )
-        if len(binary) != binary_size:
-            raise ProtocolError(
-                f"binary tensor data is {len(binary)} bytes but {where} declares {binary_size}"
-            )
-        if "data" in tensor:
-            raise ProtocolError(f"{where} has both 'data' and binary_data_size")
-        flat = np.frombuffer(binary, dtype=dtype)
-    else:
-        if binary:
-            raise ProtocolError("binary data follows the JSON header but no input declares it")
-        if "data" not in tensor:
-            raise ProtocolError(f"{where} is missing 'data'")
-        flat = _json_data(tensor["data"], datatype, count, where)
-    with np.errstate(over="ignore"):  # values beyond FP32 become inf, refused just below
-        features = flat.astype(np.float32, copy=False).reshape(shape)
-    if np.isinf(features).any():
-        raise ProtocolError(f"{where} holds infinite values (or values too large for FP32)")
-    return InferRequest(request_id, features, _decode_outputs(header, params, model_outputs))
+    decoded = decode_tensors(tensors, schema)
+    return InferRequest(request_id, decoded, _decode_outputs(header, params, model_outputs))
 
 
 def _decode_outputs(
@@ -257,22 +215,27 @@ def encode_infer(
     model_version: str,
     request: InferRequest,
     results: dict[str, np.ndarray],
+    parameters: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[bytes, int | None]:
-    """Encode the response; returns (body, json header length or None when all JSON)."""
+    """Encode the response; returns (body, json header length or None when all JSON).
+    `parameters`: per output name, what its tensor's `parameters` say (e.g. the class names)."""
     outputs = []
     tails: list[bytes] = []
     for out in request.outputs:
         array = results[out.name]
-        entry: dict[str, Any] = {
-            "name": out.name,
-            "datatype": _DATATYPE_BY_DTYPE.get(array.dtype, "FP32"),  # not dtype.name: slow
-            "shape": list(array.shape),
-        }
+        datatype = _DATATYPE_BY_DTYPE.get(array.dtype, "FP32")  # not dtype.name: slow
+        entry: dict[str, Any] = {"name": out.name, "datatype": datatype, "shape": list(array.shape)}
+        extra = parameters.get(out.name) if parameters else None
         if out.binary:
-            raw = np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<")).tobytes()
-            entry["parameters"] = {"binary_data_size": len(raw)}
+            if datatype == "BYTES":
+                raw = serialize_strings(array)
+            else:
+                raw = np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<")).tobytes()
+            entry["parameters"] = {**(extra or {}), "binary_data_size": len(raw)}
             tails.append(raw)
         else:
+            if extra:
+                entry["parameters"] = extra
             entry["data"] = array.reshape(-1).tolist()
         outputs.append(entry)
     body: dict[str, Any] = {

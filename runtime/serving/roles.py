@@ -32,6 +32,7 @@ from typing import Any, Literal
 import numpy as np
 from specml.runtime.rollout.router import Router
 from specml.runtime.serving.batching import DynamicBatcher, UnbatchedRunner
+from specml.runtime.serving.categories import CategoryCount
 from specml.runtime.serving.metrics import ServingMetrics
 from specml.runtime.serving.model import ServedModel
 
@@ -102,6 +103,12 @@ class ModelSlot:
         self.labels = (model.name, model.version)
         self.latency = {e: metrics.request_latency.labels(*self.labels, e) for e in ENDPOINTS}
         self._counted: dict[tuple[str, int], tuple[Any, Any, Any]] = {}
+        self._per_feature: dict[tuple[str, str], Any] = {
+            (kind, feature): (
+                metrics.feature_unknown if kind == "unknown" else metrics.feature_missing
+            ).labels(*self.labels, feature)
+            for kind, feature in model.categories.series()
+        }
         metrics.model_info.labels(model.name, model.version, model.provider).set(1)
         metrics.model_role.labels(model.name, model.version, role).set(1)
 
@@ -109,14 +116,30 @@ class ModelSlot:
     def version(self) -> str:
         return self.model.version
 
-    async def score(self, features: np.ndarray) -> dict[str, np.ndarray]:
-        """Run the model (after any injected delay or failure)."""
+    async def score(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the model on an input dict (after any injected delay or failure)."""
         if self.faults is not None:
             if self.faults.latency_ms > 0:
                 await asyncio.sleep(self.faults.latency_ms / 1000.0)
             if self.faults.error_rate > 0 and self._rng.random() < self.faults.error_rate:
                 raise InjectedFault(f"injected fault on {self.role} v{self.version}")
-        return await self.runner.submit(features)
+        return await self.runner.submit(inputs)
+
+    def count_categories(self, counts: list[CategoryCount]) -> None:
+        """Count a request's unknown / missing values per feature on this version's series."""
+        m = self.metrics
+        for c in counts:
+            for kind, n, family in (
+                ("unknown", c.unknown, m.feature_unknown),
+                ("missing", c.missing, m.feature_missing),
+            ):
+                if not n:
+                    continue
+                child = self._per_feature.get((kind, c.feature))
+                if child is None:  # resolved once per feature: hot path
+                    child = family.labels(*self.labels, c.feature)
+                    self._per_feature[(kind, c.feature)] = child
+                child.inc(n)
 
     def count(self, endpoint: str, status: int, seconds: float | None = None) -> None:
         """Count one answered (or failed) request on this version's series."""

@@ -8,27 +8,36 @@ thread. Meanwhile /v2/health/live answers 200, /v2/health/ready, model ready and
 /metrics answers, and every other route a 503 with Retry-After. Inference works once the model
 is in; readiness (and predict-by-entity) waits for the feature reader too. A load failure stops
 the server with that error.
+
+Transport: uvicorn with its httptools (llhttp) protocol on the running loop (uvloop when
+installed), hardened by asgi.py (limits, strict framing, timeouts: see its docstring), plus the
+Open Inference Protocol's gRPC service (grpc_service.py) on `grpc_port` when one is set, both
+answered by the same InferenceApp (one batcher per model slot). After loading, the heap built so
+far is moved out of the garbage collector's reach (`gc.freeze()`), so collections stay short and
+p99.9 is not a GC pause. `workers` > 1 runs that many such processes on one port (workers.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import gc
 import json
 import logging
-import os
 import signal
-import subprocess
-import sys
+import socket
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from specml.runtime.serving.app import InferenceApp, unavailable
-from specml.runtime.serving.http import HttpRequest, HttpResponse, HttpServer
+from specml.runtime.serving.app import InferenceApp, _endpoint_of, unavailable
+from specml.runtime.serving.asgi import (
+    HttpLimits,
+    HttpRequest,
+    HttpResponse,
+    OipAsgi,
+    protocol_class,
+)
 from specml.runtime.serving.loading import (  # re-exported: callers import them from here
     ServerConfig,
     build_app,
@@ -44,7 +53,12 @@ log = logging.getLogger("specml.serving")
 class ModelServer:
     """The HTTP server on the current event loop: listens first, loads in the background."""
 
-    def __init__(self, config: ServerConfig, app: InferenceApp | None = None) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        app: InferenceApp | None = None,
+        listen: socket.socket | None = None,
+    ) -> None:
         self.config = config
         folder = Path(config.model_dir)
         if app is None and not (folder / "model.onnx").is_file():
@@ -55,16 +69,35 @@ class ModelServer:
         self.status = "ready" if app else "loading the model"
         self.load_error: BaseException | None = None
         self.loading: asyncio.Task[None] | None = None
-        self._http = HttpServer(self.handle, config.max_body_bytes)
+        self._listen = listen  # a socket bound by the caller (workers share one), else bind here
+        self._http: Any = None  # uvicorn.Server
+        self._grpc: Any = None  # grpc.aio.Server
         self.port: int | None = None
+        self.grpc_port: int | None = None
 
     async def start(self) -> int:
-        """Listen, then load in the background (see `loading`); returns the bound port."""
-        self.port = await self._http.start(self.config.host, self.config.port)
+        """Listen, then load in the background (see `loading`); returns the bound port.
+
+        A worker of several (given the shared socket) loads first: until it accepts, the
+        connections go to workers that can answer."""
+        if self._listen is not None and self.app is None:
+            self.loading = asyncio.get_running_loop().create_task(self._load())
+            await asyncio.shield(self.loading)
+        sock = self._listen or bind_socket(self.config.host, self.config.port)
+        self._http = _uvicorn_server(self.config, self.handle, self._count_failure, self.metrics)
+        await self._http.startup(sockets=[sock])
+        self.port = int(sock.getsockname()[1])
         log.info("listening on http://%s:%d", self.config.host, self.port)
-        if self.app is not None:
+        if self.config.grpc_port is not None:
+            from specml.runtime.serving.grpc_service import start_grpc
+
+            self._grpc, self.grpc_port = await start_grpc(
+                self, self.config.host, self.config.grpc_port
+            )
+            log.info("gRPC on %s:%d", self.config.host, self.grpc_port)
+        if self.loading is None and self.app is not None:
             self.app.traffic.start()
-        else:
+        elif self.loading is None:
             self.loading = asyncio.get_running_loop().create_task(self._load())
         return self.port
 
@@ -99,6 +132,17 @@ class ModelServer:
             raise error from exc
         self.status = "ready"
         log.info("ready in %.2f s", time.perf_counter() - started)
+        if self.config.freeze_gc:  # a server process of its own (not a test's thread)
+            app.decoder.warm()
+            gc.collect()
+            gc.freeze()  # what loading built lives as long as the server: never scan it again
+
+    def _count_failure(self, request: HttpRequest) -> None:
+        """An unhandled error in a route: a 500 on the champion's series (or a refusal before)."""
+        if self.app is None:
+            self.metrics.count_refusal(500, "internal_error")
+            return
+        self.app.traffic.table.champion.count(_endpoint_of(request.path), 500)
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
         """The app's answer once loaded; until then health, metrics and 503s."""
@@ -125,11 +169,64 @@ class ModelServer:
 
     async def stop(self) -> None:
         """Drain in-flight requests, close connections and worker threads."""
-        await self._http.close(self.config.grace_seconds)
+        if self._grpc is not None:
+            await self._grpc.stop(self.config.grace_seconds)
+        if self._http is not None:
+            self._http.force_exit = False
+            await self._http.shutdown()
         if self.loading is not None and not self.loading.done():
             self.loading.cancel()
         if self.app is not None:
             self.app.close()
+
+
+def bind_socket(host: str, port: int, backlog: int = 2048) -> socket.socket:
+    """A listening TCP socket (port 0: any free port)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def _uvicorn_server(
+    config: ServerConfig, handle: Any, on_failure: Any, metrics: ServingMetrics
+) -> Any:
+    """uvicorn configured from the ServerConfig: httptools, no h11, our limits and logging."""
+    import uvicorn
+
+    limits = HttpLimits(
+        max_body_bytes=config.max_body_bytes,
+        max_header_bytes=config.max_header_bytes,
+        max_connections=config.max_connections,
+        idle_timeout_s=config.idle_timeout_s,
+        request_timeout_s=config.request_timeout_s,
+    )
+    settings = uvicorn.Config(
+        OipAsgi(handle, on_failure),
+        http=protocol_class(limits, metrics.count_refusal),
+        ws="none",
+        lifespan="off",
+        interface="asgi3",
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+        server_header=False,
+        date_header=False,
+        backlog=config.backlog,
+        timeout_keep_alive=config.idle_timeout_s,  # type: ignore[arg-type]  # a float works
+        timeout_graceful_shutdown=max(1, round(config.grace_seconds)),
+    )
+    settings.load()
+    server = uvicorn.Server(settings)
+    server.lifespan = settings.lifespan_class(settings)  # set by uvicorn's serve(), not startup()
+    return server
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
@@ -141,10 +238,21 @@ def _new_loop() -> asyncio.AbstractEventLoop:
         return asyncio.new_event_loop()
 
 
-def serve_forever(config: ServerConfig, ready: threading.Event | None = None) -> None:
+def serve_forever(
+    config: ServerConfig,
+    ready: threading.Event | None = None,
+    listen: socket.socket | None = None,
+) -> None:
     """Serve until SIGINT or SIGTERM, then shut down gracefully; `ready` is set once loaded.
-    Raises the load error (e.g. ModelLoadError) when the model or feature reader cannot load."""
-    server = ModelServer(config)
+    Raises the load error (e.g. ModelLoadError) when the model or feature reader cannot load.
+    With `config.workers` > 1 (0: from the core count) this process supervises that many
+    serving processes on one port (workers.py); `listen` is a worker's inherited socket."""
+    from specml.runtime.serving.workers import resolve_workers, supervise
+
+    if listen is None and resolve_workers(config.workers) > 1:
+        supervise(config)
+        return
+    server = ModelServer(config, listen=listen)
     loop = _new_loop()
     asyncio.set_event_loop(loop)
     stop = asyncio.Event()
@@ -157,10 +265,8 @@ def serve_forever(config: ServerConfig, ready: threading.Event | None = None) ->
 
     async def main() -> None:
         port = await server.start()
-        print(
-            f"specml serving '{server.manifest.model_name}' on http://{config.host}:{port}",
-            flush=True,
-        )
+        if listen is None:  # a worker's supervisor announces the address
+            announce(server.manifest.model_name, config.host, port, server.grpc_port)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         if server.loading is not None:
@@ -179,165 +285,29 @@ def serve_forever(config: ServerConfig, ready: threading.Event | None = None) ->
         raise server.load_error
 
 
-class _BackgroundServer:
-    """A ModelServer on its own event-loop thread."""
-
-    def __init__(self, config: ServerConfig) -> None:
-        self.config = config
-        self.loop = _new_loop()
-        self.server: ModelServer | None = None
-        self._started = threading.Event()
-        self._loaded = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="specml-server", daemon=True)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        try:
-            self.server = ModelServer(self.config)
-            self.loop.run_until_complete(self.server.start())
-        except BaseException as exc:  # reported to the caller of start()
-            self._error = exc
-            self._started.set()
-            self._loaded.set()
-            return
-        if self.server.loading is None:
-            self._loaded.set()
-        else:
-            self.server.loading.add_done_callback(self._on_loaded)
-        self._started.set()
-        self.loop.run_forever()
-        self.loop.run_until_complete(self.server.stop())
-        self.loop.close()
-
-    def _on_loaded(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled():
-            task.exception()  # retrieved here; start() re-raises server.load_error
-        self._loaded.set()
-
-    def start(self, wait_ready: bool = True) -> str:
-        """Listen (and, with `wait_ready`, load) before returning the base URL."""
-        self._thread.start()
-        self._started.wait()
-        if self._error is not None:
-            raise self._error
-        assert self.server is not None and self.server.port is not None
-        if wait_ready:
-            self._loaded.wait()
-            if self.server.load_error is not None:
-                self.stop()
-                raise self.server.load_error
-        return f"http://{self.config.host}:{self.server.port}"
-
-    def stop(self) -> None:
-        if self._thread.is_alive():
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(timeout=self.config.grace_seconds + 5)
+def announce(model_name: str, host: str, port: int, grpc_port: int | None) -> None:
+    """The first stdout line names the URL (running_server and scripts read it)."""
+    print(f"specml serving '{model_name}' on http://{host}:{port}", flush=True)
+    if grpc_port is not None:
+        print(f"specml gRPC on {host}:{grpc_port}", flush=True)
 
 
-def wait_until_ready(url: str, timeout_s: float = 120.0, alive: Any = None) -> None:
-    """Poll GET /v2/health/ready until 200; `alive()` False (e.g. the process exited) or the
-    timeout raises RuntimeError."""
-    import http.client
-    from urllib.parse import urlsplit
+# Running the server in the background (tests, benches, the skew check) lives in background.py;
+# imported last because it builds on ModelServer.
+from specml.runtime.serving.background import (  # noqa: E402
+    running_server,
+    wait_until_ready,
+    with_port,
+)
 
-    parts = urlsplit(url)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=5)
-            try:
-                conn.request("GET", "/v2/health/ready")
-                if conn.getresponse().status == 200:
-                    return
-            finally:
-                conn.close()
-        except OSError:
-            pass
-        if alive is not None and not alive():
-            raise RuntimeError(f"the server at {url} stopped before it was ready")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the server at {url} was not ready after {timeout_s:g} s")
-        time.sleep(0.05)
-
-
-@contextlib.contextmanager
-def running_server(
-    config: ServerConfig, process: bool = False, wait_ready: bool = True
-) -> Iterator[str]:
-    """Run the server in the background (a thread, or a child process with `process=True`) and
-    yield its base URL, e.g. "http://127.0.0.1:41234", once ready (model and feature reader
-    loaded; `wait_ready=False`: as soon as it listens); port 0 picks a free port."""
-    if not process:
-        background = _BackgroundServer(config)
-        url = background.start(wait_ready)
-        try:
-            yield url
-        finally:
-            background.stop()
-        return
-    child = subprocess.Popen(
-        [sys.executable, "-m", "specml.runtime.serving", *_cli_args(config)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "FEAST_USAGE": "False"},
-    )
-    try:
-        assert child.stdout is not None
-        line = child.stdout.readline()  # the "specml serving ... on URL" line
-        if " on http://" not in line:
-            raise RuntimeError(f"server process failed to start (exit {child.poll()}): {line!r}")
-        url = line.rsplit(" on ", 1)[1].strip()
-        if wait_ready:
-            wait_until_ready(url, alive=lambda: child.poll() is None)
-        yield url
-    finally:
-        child.send_signal(signal.SIGTERM)
-        try:
-            child.wait(timeout=config.grace_seconds + 10)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
-
-
-def _cli_args(config: ServerConfig) -> list[str]:
-    args = [
-        str(config.model_dir),
-        "--host", config.host,
-        "--port", str(config.port),
-        "--max-batch-size", str(config.max_batch_size),
-        "--max-delay-ms", str(config.max_delay_ms),
-        "--max-body-bytes", str(config.max_body_bytes),
-        "--intra-op-threads", str(config.intra_op_threads),
-    ]  # fmt: skip
-    if not config.batching:
-        args.append("--no-batching")
-    if config.feature_repo:
-        args += ["--feature-repo", config.feature_repo]
-    if not config.online_features:
-        args.append("--no-online-features")
-    optional = {
-        "--challenger-dir": config.challenger_dir,
-        "--rollout-state": config.rollout_state,
-        "--request-log-dir": config.request_log_dir,
-        "--inject-seed": config.inject_seed,
-    }
-    args += [
-        part for flag, value in optional.items() if value is not None for part in (flag, str(value))
-    ]
-    args += [
-        "--state-poll-ms",
-        str(config.state_poll_ms),
-        "--features-as-of",
-        config.features_as_of,
-    ]
-    if config.inject_latency_ms:
-        args += ["--inject-latency-ms", str(config.inject_latency_ms)]
-    if config.inject_error_rate:
-        args += ["--inject-error-rate", str(config.inject_error_rate)]
-    return args
-
-
-def with_port(config: ServerConfig, port: int) -> ServerConfig:
-    """A copy of the config on another port."""
-    return replace(config, port=port)
+__all__ = [
+    "ModelServer",
+    "ServerConfig",
+    "build_app",
+    "feature_repo",
+    "load_reader",
+    "running_server",
+    "serve_forever",
+    "wait_until_ready",
+    "with_port",
+]

@@ -27,7 +27,7 @@ class ShadowMirror:
         self,
         champion: ModelSlot,
         challenger: ModelSlot,
-        features: Any,
+        features: dict[str, Any],
         answer: dict[str, Any],
         champion_seconds: float,
     ) -> None:
@@ -64,6 +64,7 @@ class ShadowMirror:
         m.shadow_latency_delta.labels(*labels).observe(elapsed - champion_seconds)
         try:
             self._compare(labels, challenger.model.manifest.output_name, answer, results)
+            self._agreement(labels, answer, results)
         except Exception:  # a comparison bug must not go unnoticed, nor hurt serving
             log.exception("shadow comparison failed")
 
@@ -81,7 +82,15 @@ class ShadowMirror:
         m.shadow_diff.labels(*labels).observe(
             float(np.max(np.abs(ours - theirs))) if ours.size else 0.0
         )
-        if ours.ndim == 2 and ours.shape[1] > 1:
-            agree = int(np.sum(ours.argmax(axis=1) == theirs.argmax(axis=1)))
-            m.shadow_rows.labels(*labels, "true").inc(agree)
-            m.shadow_rows.labels(*labels, "false").inc(ours.shape[0] - agree)
+
+    def _agreement(
+        self, labels: tuple[str, str, str], answer: dict[str, Any], results: dict[str, Any]
+    ) -> None:
+        """Rows where both models predict the same class (their `label` outputs)."""
+        ours, theirs = answer.get("label"), results.get("label")
+        if ours is None or theirs is None or ours.shape != theirs.shape:
+            return
+        agree = int(np.count_nonzero(ours == theirs))
+        m = self.metrics
+        m.shadow_rows.labels(*labels, "true").inc(agree)
+        m.shadow_rows.labels(*labels, "false").inc(ours.shape[0] - agree)

@@ -1,8 +1,9 @@
-"""Build tiny servable fixtures without training: an ONNX MLP, a model folder, a Feast repo.
+"""Build tiny servable fixtures without training: an ONNX model, a model folder, a Feast repo.
 
 Used by the serving tests and benches (and handy for the training side's skew check). The model
-folder follows the training contract exactly: `model.onnx` (float32 [N, F] "features" ->
-"output" [N, K], NaN imputation and scaling inside the graph) plus `serving.json`.
+folder follows the export contract exactly: `model.onnx` (one [N, 1] input per feature, float32 /
+int64 / string, encoding, NaN imputation and scaling inside the graph; outputs `output` and, for
+classification, `label`) plus `serving.json` format 2.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from specml.runtime.serving.fixture_onnx import make_tabular_onnx
 
 # The churn example's two views, as the fixture Feast repo defines them.
 CHURN_VIEWS: dict[str, dict[str, str]] = {
@@ -24,58 +26,20 @@ CHURN_VIEWS: dict[str, dict[str, str]] = {
     "usage": {"logins_7d": "int64", "minutes_7d": "float32"},
 }
 CHURN_FEATURES: tuple[str, ...] = tuple(f"{v}:{f}" for v, fs in CHURN_VIEWS.items() for f in fs)
+# A view with a string feature (`make_feast_repo(..., strings=True)`): every 5th customer has no
+# profile row, every 6th (from 1) a plan outside PLANS (an unseen category).
+PROFILE_VIEW: dict[str, dict[str, str]] = {"profile": {"plan": "string"}}
+PROFILE_FEATURES: tuple[str, ...] = ("profile:plan",)
+PLANS = ("basic", "plus", "pro")
 
 
-def make_mlp_onnx(
-    path: Path,
-    n_features: int,
-    n_classes: int,
-    hidden: tuple[int, ...] = (64, 32),
-    seed: int = 0,
-    input_name: str = "features",
-    output_name: str = "output",
-) -> Path:
-    """Write a random-weight MLP (impute NaN -> scale -> hidden ReLU layers -> softmax)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(seed)
-    means = rng.normal(size=n_features).astype(np.float32)
-    scales = (1.0 + rng.random(n_features)).astype(np.float32)
-    inits = [
-        numpy_helper.from_array(means, "means"),
-        numpy_helper.from_array(scales, "scales"),
-    ]
-    nodes = [
-        helper.make_node("IsNaN", [input_name], ["is_nan"]),
-        helper.make_node("Where", ["is_nan", "means", input_name], ["imputed"]),
-        helper.make_node("Sub", ["imputed", "means"], ["centred"]),
-        helper.make_node("Div", ["centred", "scales"], ["h0"]),
-    ]
-    sizes = [n_features, *hidden, n_classes]
-    for i in range(len(sizes) - 1):
-        w = (rng.normal(size=(sizes[i], sizes[i + 1])) / np.sqrt(sizes[i])).astype(np.float32)
-        b = (rng.normal(size=sizes[i + 1]) * 0.1).astype(np.float32)
-        inits += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(b, f"b{i}")]
-        nodes.append(helper.make_node("Gemm", [f"h{i}", f"w{i}", f"b{i}"], [f"z{i}"]))
-        last = i == len(sizes) - 2
-        if last:
-            nodes.append(helper.make_node("Softmax", [f"z{i}"], [output_name], axis=-1))
-        else:
-            nodes.append(helper.make_node("Relu", [f"z{i}"], [f"h{i + 1}"]))
-    graph = helper.make_graph(
-        nodes,
-        "specml_test_mlp",
-        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["N", n_features])],
-        [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["N", n_classes])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path))
-    return path
+def default_classes(n_classes: int) -> tuple[str, ...] | None:
+    """Class names for a test model: binary no/yes (positive yes), else class_0..; 1: regression."""
+    if n_classes == 1:
+        return None
+    if n_classes == 2:
+        return ("no", "yes")
+    return tuple(f"class_{k}" for k in range(n_classes))
 
 
 def write_model_dir(
@@ -88,23 +52,101 @@ def write_model_dir(
     entity_join_keys: tuple[str, ...] = ("customer_id",),
     hidden: tuple[int, ...] = (64, 32),
     seed: int = 0,
+    categorical: dict[str, tuple[Any, ...]] | None = None,
+    policies: dict[str, tuple[str, str]] | None = None,
+    classes: tuple[str | int, ...] | None = None,
 ) -> Path:
-    """A model folder per the training/serving contract: model.onnx + serving.json."""
+    """A model folder per the export contract: model.onnx + serving.json (format 2). Inputs are
+    named by each feature's field; `categorical` maps an input to its vocabulary (strings: BYTES,
+    ints: INT64; the rest are FP32), `policies` to its (unknown, missing) policy."""
+    categorical = categorical or {}
+    policies = policies or {}
+    classes = classes if classes is not None else default_classes(n_classes)
+    inputs: list[tuple[str, str, tuple[Any, ...] | None]] = []
+    for ref in features:
+        name = ref.partition(":")[2]
+        vocabulary = categorical.get(name)
+        if vocabulary is None:
+            inputs.append((name, "FP32", None))
+        else:
+            datatype = "BYTES" if all(isinstance(v, str) for v in vocabulary) else "INT64"
+            inputs.append((name, datatype, tuple(vocabulary)))
     model_dir.mkdir(parents=True, exist_ok=True)
-    make_mlp_onnx(model_dir / "model.onnx", len(features), n_classes, hidden, seed)
+    make_tabular_onnx(model_dir / "model.onnx", inputs, classes, hidden, seed)
+    task = (
+        "regression"
+        if classes is None
+        else "binary_classification"
+        if len(classes) == 2
+        else "multiclass_classification"
+    )
     manifest: dict[str, Any] = {
+        "format": 2,
         "model_name": model_name,
         "model_version": model_version,
-        "task": "binary_classification" if n_classes == 2 else "multiclass_classification",
-        "num_classes": n_classes,
-        "input_name": "features",
+        "task": task,
+        "num_classes": 1 if classes is None else len(classes),
+        "input_name": None,
+        "inputs": [
+            {"name": n, "datatype": d, "shape": [-1, 1], "ref": ref}
+            for (n, d, _), ref in zip(inputs, features, strict=True)
+        ],
         "output_name": "output",
+        "label_output": None if classes is None else "label",
+        "classes": None if classes is None else list(classes),
+        "positive_class": classes[1] if classes is not None and len(classes) == 2 else None,
+        "categorical": {
+            n: {
+                "vocabulary": list(v or ()),
+                "unknown": policies.get(n, ("bucket", "bucket"))[0],
+                "missing": policies.get(n, ("bucket", "bucket"))[1],
+                "encoding": "one_hot",
+            }
+            for n, d, v in inputs
+            if d != "FP32"
+        },
         "features": list(features),
         "entity_join_keys": list(entity_join_keys),
         "feature_repo": str(feature_repo.resolve()) if feature_repo else None,
     }
     (model_dir / "serving.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
     return model_dir
+
+
+MIXED_VOCABULARY = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta")
+
+
+def write_mixed_model_dir(
+    model_dir: Path, n_numeric: int = 10, n_strings: int = 3, n_classes: int = 3, seed: int = 0
+) -> Path:
+    """A model with `n_numeric` FP32 inputs num_0.. and `n_strings` BYTES inputs cat_0.. (the
+    issue's 3 string + 10 numeric bench model); rows for it: `mixed_request_rows`."""
+    refs = [f"t:num_{i}" for i in range(n_numeric)] + [f"t:cat_{i}" for i in range(n_strings)]
+    return write_model_dir(
+        model_dir,
+        features=tuple(refs),
+        n_classes=n_classes,
+        model_name="mixed",
+        seed=seed,
+        categorical={f"cat_{i}": MIXED_VOCABULARY for i in range(n_strings)},
+    )
+
+
+def mixed_request_rows(
+    n: int, n_numeric: int = 10, n_strings: int = 3, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """An input dict ([n, 1] per input) for `write_mixed_model_dir`'s model, with a few NaNs,
+    unseen categories and missing strings."""
+    rng = np.random.default_rng(seed)
+    inputs: dict[str, np.ndarray] = {}
+    for i in range(n_numeric):
+        column = rng.normal(size=(n, 1)).astype(np.float32)
+        column[rng.random((n, 1)) < 0.05] = np.nan
+        inputs[f"num_{i}"] = column
+    pool = np.array([*MIXED_VOCABULARY, "unseen", ""], dtype=object)
+    for i in range(n_strings):
+        inputs[f"cat_{i}"] = pool[rng.integers(0, len(pool), size=(n, 1))]
+    return inputs
 
 
 def churn_frames(
@@ -147,7 +189,15 @@ def churn_frames(
             "event_ts": stamps("usage", kept),
         }
     )
-    return {"customer_stats": stats, "usage": usage}
+    profiled = ids[ids % 5 != 4]
+    profile = pd.DataFrame(
+        {
+            "customer_id": profiled,
+            "plan": ["legacy" if k % 6 == 1 else PLANS[k % 3] for k in profiled.tolist()],
+            "event_ts": stamps("profile", profiled),
+        }
+    )
+    return {"customer_stats": stats, "usage": usage, "profile": profile}
 
 
 def make_feast_repo(
@@ -155,14 +205,16 @@ def make_feast_repo(
     n_customers: int = 200,
     seed: int = 0,
     stale: dict[str, tuple[int, ...]] | None = None,
+    strings: bool = False,
 ) -> Path:
     """A Feast repo (SQLite online store) with the churn views (TTL 30 days) applied and written
-    online; `stale` maps a view to customers whose values are 40 days old (past the TTL)."""
+    online; `stale` maps a view to customers whose values are 40 days old (past the TTL);
+    `strings` adds PROFILE_VIEW (a string feature)."""
     import os
 
     os.environ.setdefault("FEAST_USAGE", "False")
     from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
-    from feast.types import Float32, Int64
+    from feast.types import Float32, Int64, String
 
     repo.mkdir(parents=True, exist_ok=True)
     (repo / "data").mkdir(exist_ok=True)
@@ -175,9 +227,10 @@ def make_feast_repo(
     )
     frames = churn_frames(n_customers, seed, stale)
     customer = Entity(name="customer", join_keys=["customer_id"], value_type=ValueType.INT64)
-    feast_types = {"float32": Float32, "int64": Int64}
+    feast_types = {"float32": Float32, "int64": Int64, "string": String}
+    all_views = {**CHURN_VIEWS, **(PROFILE_VIEW if strings else {})}
     views = []
-    for view, fields in CHURN_VIEWS.items():
+    for view, fields in all_views.items():
         parquet = repo / "data" / f"{view}.parquet"
         frames[view].to_parquet(parquet)
         source = FileSource(name=f"{view}_source", path=str(parquet), timestamp_field="event_ts")
@@ -193,7 +246,7 @@ def make_feast_repo(
         )
     store = FeatureStore(repo_path=str(repo))
     store.apply([customer, *views])
-    for view in CHURN_VIEWS:
+    for view in all_views:
         store.write_to_online_store(view, frames[view])
     return repo
 

@@ -1,4 +1,5 @@
-"""What several steps share: errors, JSON artifacts, source paths, the split and feature matrices."""
+"""What several steps share: errors, JSON artifacts, source paths, the split, raw feature columns
+and the label's class mapping."""
 
 from __future__ import annotations
 
@@ -16,13 +17,23 @@ if TYPE_CHECKING:
     import pandas as pd
 
 TIMESTAMP = "event_timestamp"  # the training set's event-time column (Feast's entity_df name)
-INPUT_NAME = "features"
 OUTPUT_NAME = "output"
+MODEL_METADATA = "model.json"  # in a model folder, written by TrainedModel.save
+LABEL_OUTPUT = "label"  # classification: the class name per row
+# An integer categorical's missing value in raw columns (int64 has no NaN); the graph maps it to
+# the missing policy.
+INT_MISSING = -(2**63)
 
 
-def step_error(message: str, hint: str | None = None, code: str = "step_failed") -> TargetError:
-    """A user-facing step failure: one Diagnostic with a message and a hint."""
-    return TargetError([Diagnostic(message, hint=hint, stage="target", code=code)])
+def step_error(
+    message: str,
+    hint: str | None = None,
+    code: str = "step_failed",
+    path: tuple[str | int, ...] = (),
+) -> TargetError:
+    """A user-facing step failure: one Diagnostic with a message, a hint and, when a spec field
+    is the cause, its YAML path."""
+    return TargetError([Diagnostic(message, path=path, hint=hint, stage="target", code=code)])
 
 
 def need(paths: Mapping[str, Path], name: str, step: str) -> Path:
@@ -36,11 +47,9 @@ def need(paths: Mapping[str, Path], name: str, step: str) -> Path:
 
 def write_json(path: Path, payload: Any) -> Path:
     """Write canonical JSON (sorted keys), creating parent folders; atomic via rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, sort_keys=True, indent=2, default=str) + "\n")
-    tmp.replace(path)
-    return path
+    from specml.runtime.files import write_json_atomic
+
+    return write_json_atomic(path, payload, durable=False)
 
 
 def read_json(path: Path) -> Any:
@@ -65,6 +74,7 @@ def read_source(source: DataSource, data_dir: Path) -> pd.DataFrame:
             hint="write demo data with `specml demo-data SPEC` or fix data.sources."
             f"{source.id}.path",
             code="missing_source",
+            path=("data", "sources", source.id, "path"),
         )
     if source.format == "csv":
         df = pd.read_csv(path)
@@ -107,22 +117,102 @@ def entity_join_keys(plan: Plan) -> list[str]:
     return keys
 
 
-def feature_matrix(plan: Plan, frame: pd.DataFrame) -> np.ndarray:
-    """The float32 model input [N, F] from a training-set frame (missing values stay NaN)."""
+def feature_columns(plan: Plan, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The model's raw inputs from a training-set frame: input name -> 1-D column, in Plan order.
+
+    Numeric inputs are float32 (NaN = missing; infinities stay infinite), string categoricals an
+    object array of `str` (None = missing), integer categoricals int64 (missing: INT_MISSING).
+    """
+    return {
+        ref.input_name: raw_column(ref.datatype, frame[ref.ref]) for ref in plan.training.features
+    }
+
+
+def raw_column(datatype: str, values: Any) -> np.ndarray:
+    """One raw model input column (FP32 / INT64 / BYTES) from a pandas Series or a sequence."""
+    import numpy as np
+    import pandas as pd
+
+    series = values if isinstance(values, pd.Series) else pd.Series(list(values), dtype=object)
+    if datatype == "FP32":
+        return series.to_numpy(dtype="float64", na_value=np.nan).astype("float32")
+    missing = series.isna().to_numpy()
+    if datatype == "INT64":
+        filled = series.astype("float64").fillna(float(INT_MISSING)) if missing.any() else series
+        out = filled.to_numpy(dtype="float64").astype("int64")
+        out[missing] = INT_MISSING
+        return out
+    out = np.empty(len(series), dtype=object)
+    for i, (value, absent) in enumerate(zip(series.tolist(), missing, strict=True)):
+        out[i] = None if absent else str(value)
+    return out
+
+
+def class_value(value: Any) -> str | int:
+    """A label value as a plain class value: bools stay bools, integral floats become ints, the
+    rest str (as runtime/encoding.py reads labels)."""
     import numpy as np
 
-    cols = [frame[r].to_numpy(dtype="float64", na_value=np.nan) for r in feature_refs(plan)]
-    return (
-        np.stack(cols, axis=1).astype("float32") if cols else np.zeros((len(frame), 0), "float32")
-    )
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return int(value)
+    return str(value)
 
 
-def label_vector(plan: Plan, frame: pd.DataFrame) -> np.ndarray:
-    """The label column as int64 (classification) or float32 (regression)."""
+def label_values(plan: Plan, frame: pd.DataFrame) -> np.ndarray:
+    """The raw label column: float32 (regression) or the class values as stored (str/int/bool)."""
     y = frame[plan.features.label.field]
     if plan.training.task == "regression":
         return y.to_numpy(dtype="float32")
-    return y.to_numpy(dtype="int64")
+    return y.to_numpy()
+
+
+def class_sort_key(value: str | int) -> tuple[int, Any]:
+    """Class order in messages: numbers numerically first, then strings lexically."""
+    return (0, value) if isinstance(value, int) else (1, str(value))
+
+
+def model_classes(plan: Plan, train_labels: np.ndarray) -> tuple[str | int, ...] | None:
+    """The model's classes in output order (None for regression): declared, else learned from the
+    training split (runtime/encoding.py); binary: the positive class is index 1."""
+    if plan.training.task == "regression":
+        return None
+    from specml.runtime.encoding import learn_classes
+
+    return tuple(learn_classes(plan.training, plan.features.label, train_labels))
+
+
+def class_indices(
+    plan: Plan, labels: np.ndarray, classes: tuple[str | int, ...] | None
+) -> np.ndarray:
+    """Labels as class indices (int64) per `classes`, or float32 values for regression."""
+    import numpy as np
+
+    if classes is None or plan.training.task == "regression":
+        return np.asarray(labels, dtype="float32")
+    from specml.runtime.encoding import encode_labels
+
+    return encode_labels(labels, classes)
+
+
+def shown(values: Any, most: int = 8) -> str:
+    """A short list of values for a message (at most `most`, then "...")."""
+    items = [repr(v) for v in list(values)[:most]]
+    return "[" + ", ".join(items) + (", ..." if len(values) > most else "") + "]"
+
+
+def data_error(message: str, path: tuple[str | int, ...], hint: str, code: str) -> TargetError:
+    """A data problem found when rows are read, pointing at the spec field it concerns."""
+    return TargetError([Diagnostic(message, path=path, hint=hint, stage="target", code=code)])
+
+
+def feature_path(plan: Plan, ref: str) -> tuple[str, ...]:
+    """The YAML path of a `view:field` model input (for diagnostics)."""
+    view, _, field = ref.partition(":")
+    return ("features", "views", view, "fields", field)
 
 
 def split_indices(plan: Plan, frame: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -143,12 +233,21 @@ def split_indices(plan: Plan, frame: pd.DataFrame) -> dict[str, np.ndarray]:
             f"the training set has {n} rows: too few to split into train/validation/holdout",
             hint="add data or lower training.split.holdout / validation",
             code="too_few_rows",
+            path=("training", "split"),
         )
     return {
         "train": np.sort(order[:n_train]),
         "validation": np.sort(order[n_train : n_train + n_val]),
         "holdout": np.sort(order[n_train + n_val :]),
     }
+
+
+def model_metadata(folder: Path) -> dict[str, Any]:
+    """The metadata the train step saved with a model (run id, classes, feature repo, ...)."""
+    path = Path(folder) / MODEL_METADATA
+    if not path.exists():
+        raise step_error(f"no trained model at {folder}", code="missing_artifact")
+    return read_json(path)
 
 
 def read_training_set(path: Path) -> pd.DataFrame:

@@ -8,23 +8,33 @@ from typing import Any
 from specml.compiler.ir import Plan
 from specml.runtime.contract import StepContext, StepResult
 from specml.runtime.steps.common import (
-    feature_matrix,
-    feature_refs,
-    label_vector,
+    class_indices,
+    feature_columns,
+    label_values,
     need,
     read_training_set,
     split_indices,
     write_json,
 )
 from specml.runtime.steps.metrics import compute_metrics
-from specml.runtime.steps.tracking import client, log_metrics
+from specml.runtime.steps.tracking import client, log_metrics, run_status
 
 
-def holdout(plan: Plan, training_set: Path) -> tuple[Any, Any, Any]:
-    """(holdout frame, features [N,F] float32, labels) of a training set, per the Plan's split."""
+def holdout(
+    plan: Plan, training_set: Path, classes: tuple[str | int, ...] | None
+) -> tuple[Any, dict[str, Any], Any]:
+    """(holdout frame, raw feature columns, labels as class indices or values), per the split."""
     frame = read_training_set(training_set)
     rows = frame.iloc[split_indices(plan, frame)["holdout"]].reset_index(drop=True)
-    return rows, feature_matrix(plan, rows), label_vector(plan, rows)
+    return rows, feature_columns(plan, rows), class_indices(plan, label_values(plan, rows), classes)
+
+
+def load_trained(plan: Plan, folder: Path) -> tuple[Any, dict[str, Any]]:
+    """The trained model in a model folder (through its family) and its metadata."""
+    from specml.runtime.families import family_for
+    from specml.runtime.steps.common import model_metadata
+
+    return family_for(plan).load(plan, Path(folder)), model_metadata(Path(folder))
 
 
 def champion_version(plan: Plan, ctx: StepContext) -> Any | None:
@@ -39,22 +49,27 @@ def champion_version(plan: Plan, ctx: StepContext) -> Any | None:
 
 
 def _champion_metric(
-    plan: Plan, ctx: StepContext, version: Any, x: Any, y: Any, metric: str
+    plan: Plan,
+    ctx: StepContext,
+    version: Any,
+    columns: dict[str, Any],
+    y: Any,
+    classes: tuple[str | int, ...] | None,
+    metric: str,
 ) -> tuple[float | None, str]:
-    """The champion's metric on this holdout (re-scored with its ONNX) or, failing that, as logged."""
+    """The champion's metric on this holdout (re-scored with its ONNX graph through its named
+    inputs, when it takes this model's inputs and classes) or, failing that, as logged."""
     import json
+
+    from specml.runtime.steps.export import manifest_inputs, onnx_predict, onnx_session
 
     mlflow = client(ctx)
     try:
         folder = Path(mlflow.download_artifacts(version.run_id, "model", str(ctx.workdir / "tmp")))
         manifest = json.loads((folder / "serving.json").read_text())
-        if manifest["features"] == feature_refs(plan):
-            import onnxruntime as ort
-
-            sess = ort.InferenceSession(
-                str(folder / "model.onnx"), providers=["CPUExecutionProvider"]
-            )
-            out = sess.run([manifest["output_name"]], {manifest["input_name"]: x})[0]
+        same_classes = manifest.get("classes") == (None if classes is None else list(classes))
+        if manifest.get("inputs") == manifest_inputs(plan) and same_classes:
+            out = onnx_predict(onnx_session(folder / "model.onnx"), columns)
             return compute_metrics(plan.training.task, y, out, [metric])[metric], "rescored"
     except Exception:  # fall back to the metric logged when the champion was evaluated
         pass
@@ -86,53 +101,83 @@ def evaluate(
     plan: Plan, ctx: StepContext, inputs: dict[str, Path], outputs: dict[str, Path]
 ) -> StepResult:
     """Score the holdout, apply the gates; values['gate_passed'] says whether to ship."""
-    from specml.runtime.modeling import load_model, predict
+    model, meta = load_trained(plan, need(inputs, "model", "evaluate"))
+    run_id = meta.get("mlflow_run_id")
+    with run_status(ctx, run_id, end=False):
+        rows, columns, y = holdout(plan, need(inputs, "training_set", "evaluate"), model.classes)
+        report = evaluation_report(plan, ctx, model, rows, columns, y)
+        report["mlflow_run_id"] = run_id
+        log_metrics(ctx, run_id, {f"holdout_{k}": v for k, v in report["metrics"].items()})
+        if run_id:  # the run ends FINISHED either way; whether it may ship is this tag
+            client(ctx).set_tag(run_id, "specml.gate_passed", str(report["gate_passed"]).lower())
+        from specml.runtime.explain import importance_mlflow_metrics
+        from specml.runtime.slices import slice_mlflow_metrics
 
-    model, meta = load_model(plan, need(inputs, "model", "evaluate"))
-    _, x, y = holdout(plan, need(inputs, "training_set", "evaluate"))
+        log_metrics(ctx, run_id, slice_mlflow_metrics(report["slices"]))
+        log_metrics(ctx, run_id, importance_mlflow_metrics(report["feature_importance"]))
+        write_json(need(outputs, "eval_metrics", "evaluate"), report)
+    return StepResult(
+        values={
+            "gate_passed": report["gate_passed"],
+            "gates": report["gates"],
+            "champion": report["champion"],
+        },
+        metrics=report["metrics"],
+    )
+
+
+def evaluation_report(
+    plan: Plan, ctx: StepContext, model: Any, rows: Any, columns: dict[str, Any], y: Any
+) -> dict[str, Any]:
+    """The holdout report: metrics, min/max gates, the champion gate and the verdict."""
     metric_names = sorted(set(plan.evaluation.metrics) | {g.metric for g in plan.evaluation.gates})
-    metrics = compute_metrics(plan.training.task, y, predict(model, x), metric_names)
+    output = model.predict(columns)
+    metrics = compute_metrics(plan.training.task, y, output, metric_names)
     gates = gate_report(plan, metrics)
+    from specml.runtime.explain import feature_importance
+    from specml.runtime.slices import evaluate_slices
+
+    slices, slice_gates = evaluate_slices(plan, columns, y, output)
+    gates += slice_gates
     champion: dict[str, Any] | None = None
     beat = plan.evaluation.must_beat_production
     if beat is not None:
         version = champion_version(plan, ctx)
         if version is not None:
-            value, how = _champion_metric(plan, ctx, version, x, y, beat.metric)
+            value, how = _champion_metric(
+                plan, ctx, version, columns, y, model.classes, beat.metric
+            )
             if value is not None:
                 threshold = value + beat.by if beat.higher_is_better else value - beat.by
                 op = ">=" if beat.higher_is_better else "<="
                 mine = metrics[beat.metric]
                 margin = mine - threshold if beat.higher_is_better else threshold - mine
-                row = {
-                    "gate": f"{beat.metric} {op} champion v{version.version} {'+' if beat.higher_is_better else '-'} {beat.by}",
-                    "metric": beat.metric,
-                    "op": op,
-                    "threshold": threshold,
-                    "value": mine,
-                    "margin": margin,
-                    "passed": margin >= 0,
-                    "must_beat_production": True,
-                }
-                gates.append(row)
+                sign = "+" if beat.higher_is_better else "-"
+                gates.append(
+                    {
+                        "gate": f"{beat.metric} {op} champion v{version.version} {sign} {beat.by}",
+                        "metric": beat.metric,
+                        "op": op,
+                        "threshold": threshold,
+                        "value": mine,
+                        "margin": margin,
+                        "passed": margin >= 0,
+                        "must_beat_production": True,
+                        "champion_value": value,
+                    }
+                )
                 champion = {
                     "version": str(version.version),
                     "run_id": version.run_id,
                     beat.metric: value,
                     "source": how,
                 }
-    passed = all(g["passed"] for g in gates)
-    run_id = meta.get("mlflow_run_id")
-    log_metrics(ctx, run_id, {f"holdout_{k}": v for k, v in metrics.items()})
-    report = {
+    return {
         "metrics": metrics,
         "gates": gates,
-        "gate_passed": passed,
+        "gate_passed": all(g["passed"] for g in gates),
         "champion": champion,
         "holdout_rows": int(len(y)),
-        "mlflow_run_id": run_id,
+        "slices": slices,
+        "feature_importance": feature_importance(plan, model, columns, y),
     }
-    write_json(need(outputs, "eval_metrics", "evaluate"), report)
-    return StepResult(
-        values={"gate_passed": passed, "gates": gates, "champion": champion}, metrics=metrics
-    )

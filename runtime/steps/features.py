@@ -14,6 +14,7 @@ from specml.runtime.steps.common import (
     entity_join_keys,
     feature_refs,
     need,
+    raw_column,
     read_json,
     read_source,
     source_path,
@@ -202,12 +203,30 @@ def materialize_features(
     )
 
 
+ENTITY_CHUNK_ROWS = 100_000  # entity rows per point-in-time join (bounds its memory)
+
+
 def historical_features(repo_path: str | Path, plan: Plan, entity_df: pd.DataFrame) -> pd.DataFrame:
     """Point-in-time-correct features for entity_df rows (keys + event_timestamp), `view:field` cols.
 
     Every entity row comes back, in entity_df's order: Feast's file store drops rows whose entity
     has no earlier feature row at all, so those are restored here with missing (NaN) features.
+    The entity rows are joined in chunks: each row's join is independent of the others, and
+    Feast's file store holds several copies of the rows it joins (1M rows: 2.2 GB at once).
     """
+    import pandas as pd
+
+    if len(entity_df) <= ENTITY_CHUNK_ROWS:
+        return _historical_chunk(repo_path, plan, entity_df)
+    parts = [
+        _historical_chunk(repo_path, plan, entity_df.iloc[start : start + ENTITY_CHUNK_ROWS])
+        for start in range(0, len(entity_df), ENTITY_CHUNK_ROWS)
+    ]
+    return pd.concat(parts, ignore_index=True)
+
+
+def _historical_chunk(repo_path: str | Path, plan: Plan, entity_df: pd.DataFrame) -> pd.DataFrame:
+    """`historical_features` for one chunk of entity rows."""
     store = open_store(repo_path)
     refs = feature_refs(plan)
     rows = entity_df.reset_index(drop=True).assign(specml_row=lambda d: range(len(d)))
@@ -227,17 +246,14 @@ def historical_features(repo_path: str | Path, plan: Plan, entity_df: pd.DataFra
 
 def online_features(
     repo_path: str | Path, plan: Plan, entity_rows: list[dict[str, Any]]
-) -> np.ndarray:
-    """The model's input [N, F] float32 from the Feast online store (missing -> NaN)."""
-    import numpy as np
-
+) -> dict[str, np.ndarray]:
+    """The model's raw input columns (input name -> 1-D) from the Feast online store."""
     store = open_store(repo_path)
-    refs = feature_refs(plan)
+    refs = plan.training.features
     resp = store.get_online_features(
-        features=refs, entity_rows=entity_rows, full_feature_names=True
+        features=[r.ref for r in refs], entity_rows=entity_rows, full_feature_names=True
     ).to_dict()
-    cols = [[np.nan if v is None else float(v) for v in resp[r.replace(":", "__")]] for r in refs]
-    return np.array(cols, dtype="float64").T.astype("float32").reshape(len(entity_rows), len(refs))
+    return {r.input_name: raw_column(r.datatype, resp[r.ref.replace(":", "__")]) for r in refs}
 
 
 def build_training_set(
@@ -262,8 +278,8 @@ def build_training_set(
     refs = feature_refs(plan)
     df = df[[*keys, TIMESTAMP, label.field, *refs]]
     df = df.sort_values([TIMESTAMP, *keys], kind="stable").reset_index(drop=True)
-    for r in refs:  # one numeric representation for every consumer: float64 with NaN for missing
-        df[r] = df[r].astype("float64")
+    for ref in plan.training.features:  # one representation per kind for every consumer
+        df[ref.ref] = training_column(ref.datatype, df[ref.ref])
     table = pa.Table.from_pandas(df, preserve_index=False)
     meta = {**(table.schema.metadata or {}), b"specml.feature_repo": info["repo_path"].encode()}
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -272,6 +288,20 @@ def build_training_set(
     return StepResult(
         values={"rows": len(df), "dropped_unlabelled": dropped},
         metrics={"rows": float(len(df)), **{f"missing_{r}": v for r, v in missing.items()}},
+    )
+
+
+def training_column(datatype: str, series: pd.Series) -> pd.Series:
+    """A training-set column: float64 with NaN (numeric), nullable Int64 (integer categorical) or
+    str with None (string categorical)."""
+    import pandas as pd
+
+    if datatype == "FP32":
+        return series.astype("float64")
+    if datatype == "INT64":
+        return series.astype("Int64")
+    return pd.Series(
+        [None if pd.isna(v) else str(v) for v in series.tolist()], index=series.index, dtype=object
     )
 
 

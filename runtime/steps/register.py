@@ -17,11 +17,13 @@ from typing import Any
 
 from specml.compiler.ir import Plan
 from specml.runtime.contract import StepContext, StepResult
-from specml.runtime.steps.common import data_hash, need, read_json, write_json
+from specml.runtime.layout import Workdir
+from specml.runtime.steps.common import data_hash, model_metadata, need, read_json, write_json
 from specml.runtime.steps.export import MANIFEST
-from specml.runtime.steps.tracking import client, code_version, log_params, start_run
+from specml.runtime.steps.tracking import client, code_version, log_params, run_status, start_run
 
 REGISTERED = "registered_model.json"
+TRAINED_ARTIFACT = "trained"  # the model folder as trained (any family), next to the ONNX graph
 
 
 def _artifact_file(path: Path, name: str) -> Path:
@@ -33,23 +35,64 @@ def register(
     plan: Plan, ctx: StepContext, inputs: dict[str, Path], outputs: dict[str, Path]
 ) -> StepResult:
     """Log plan, hashes, code version and artefacts; create a registry version aliased challenger."""
-    from mlflow.exceptions import MlflowException
 
     onnx_dir = need(inputs, "onnx_model", "register")
     model_dir = need(inputs, "model", "register")
     eval_path = inputs.get("eval_metrics")
-    meta = json.loads((model_dir / "model.json").read_text())
+    meta = model_metadata(model_dir)
     mlflow = client(ctx)
     run_id = meta.get("mlflow_run_id") or start_run(
         plan, ctx, run_name=f"{plan.system.name}-register"
     )
+    with run_status(ctx, run_id):
+        record = _register(plan, ctx, mlflow, run_id, onnx_dir, model_dir, eval_path, meta)
+    write_json(_artifact_file(need(outputs, "registered_model", "register"), REGISTERED), record)
+    return StepResult(
+        values={
+            "model_name": record["name"],
+            "model_version": record["version"],
+            "mlflow_run_id": run_id,
+        }
+    )
+
+
+def class_tags(manifest: dict[str, Any]) -> dict[str, str]:
+    """The model's class mapping as tags (run and model version): index order, positive class."""
+    if manifest.get("classes") is None:
+        return {}
+    tags = {"specml.classes": json.dumps(manifest["classes"])}
+    if manifest.get("positive_class") is not None:
+        tags["specml.positive_class"] = str(manifest["positive_class"])
+    return tags
+
+
+def _register(
+    plan: Plan,
+    ctx: StepContext,
+    mlflow: Any,
+    run_id: str,
+    onnx_dir: Path,
+    model_dir: Path,
+    eval_path: Path | None,
+    meta: dict[str, Any],
+) -> dict[str, Any]:
+    """Log lineage and artefacts to the run; create the registry version aliased challenger
+    (`meta`: the trained model's metadata)."""
+    from mlflow.exceptions import MlflowException
+
+    manifest = read_json(onnx_dir / MANIFEST)
     hashes = {
         "specml.spec_hash": plan.spec_hash,
         "specml.plan_hash": plan_hash(plan),
         "specml.data_hash": data_hash(plan, ctx.data_dir),
     }
     versions = code_version()
-    for key, value in {**hashes, **{f"specml.{k}": v for k, v in versions.items()}}.items():
+    classes = class_tags(manifest)
+    for key, value in {
+        **hashes,
+        **classes,
+        **{f"specml.{k}": v for k, v in versions.items()},
+    }.items():
         mlflow.set_tag(run_id, key, value)
     log_params(ctx, run_id, {"spec_hash": plan.spec_hash, "plan_hash": hashes["specml.plan_hash"]})
     with tempfile.TemporaryDirectory() as tmp:
@@ -61,7 +104,7 @@ def register(
             spec_file.write_text(ctx.spec_yaml, encoding="utf-8")
             mlflow.log_artifact(run_id, str(spec_file), "spec")
     mlflow.log_artifacts(run_id, str(onnx_dir), "model")
-    mlflow.log_artifacts(run_id, str(model_dir), "torch")
+    mlflow.log_artifacts(run_id, str(model_dir), TRAINED_ARTIFACT)
     if eval_path is not None and Path(eval_path).exists():
         mlflow.log_artifact(run_id, str(eval_path), "eval")
     name = plan.registry.name
@@ -73,21 +116,23 @@ def register(
         if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
             raise
     source = f"{mlflow.get_run(run_id).info.artifact_uri}/model"
-    version = mlflow.create_model_version(name, source, run_id=run_id, tags=hashes)
+    from specml.runtime.steps.tuning import version_tags
+
+    version = mlflow.create_model_version(
+        name, source, run_id=run_id, tags={**hashes, **classes, **version_tags(meta)}
+    )
     mlflow.set_registered_model_alias(name, plan.registry.challenger_alias, version.version)
-    record = {
+    return {
         "name": name,
         "version": str(version.version),
         "run_id": run_id,
         "source": source,
         "aliases": [plan.registry.challenger_alias],
+        "classes": manifest.get("classes"),
+        "positive_class": manifest.get("positive_class"),
         **hashes,
         **versions,
     }
-    write_json(_artifact_file(need(outputs, "registered_model", "register"), REGISTERED), record)
-    return StepResult(
-        values={"model_name": name, "model_version": str(version.version), "mlflow_run_id": run_id}
-    )
 
 
 def plan_hash(plan: Plan) -> str:
@@ -106,7 +151,7 @@ def publish(plan: Plan, ctx: StepContext, version: str, slot: str = "current") -
     """Copy a registered version's model.onnx + serving.json to <workdir>/serving/<slot>, atomically."""
     mlflow = client(ctx)
     mv = mlflow.get_model_version(plan.registry.name, str(version))
-    serving = Path(ctx.workdir) / "serving"
+    serving = Workdir(Path(ctx.workdir)).serving
     serving.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{slot}-", dir=serving))
     downloaded = Path(mlflow.download_artifacts(mv.run_id, "model", str(staging)))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ def client(ctx: StepContext) -> Any:
     """An MlflowClient on the context's tracking URI (tracking and registry in one store)."""
     os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # steps log, not draw
     warnings.filterwarnings("ignore", message=".*noload.*")  # MLflow's own SQLAlchemy usage
     from mlflow.tracking import MlflowClient
 
@@ -43,6 +46,30 @@ def start_run(plan: Plan, ctx: StepContext, run_name: str) -> str:
     if ctx.run_id:
         tags["specml.pipeline_run"] = ctx.run_id
     return str(mlflow.create_run(experiment_id(mlflow, plan, ctx), tags=tags).info.run_id)
+
+
+def end_run(ctx: StepContext, run_id: str | None, status: str) -> None:
+    """Mark a run FINISHED, FAILED or KILLED (with its end time); never raises over the cause."""
+    if not run_id:
+        return
+    with contextlib.suppress(Exception):  # the step's own outcome matters more than bookkeeping
+        client(ctx).set_terminated(run_id, status)
+
+
+@contextlib.contextmanager
+def run_status(ctx: StepContext, run_id: str | None, end: bool = True) -> Iterator[None]:
+    """Around a step's work on a run: an error ends it FAILED (an interrupt KILLED), and
+    success ends it FINISHED when `end` (a later step may still log to a finished run)."""
+    try:
+        yield
+    except (KeyboardInterrupt, SystemExit):
+        end_run(ctx, run_id, "KILLED")
+        raise
+    except BaseException:
+        end_run(ctx, run_id, "FAILED")
+        raise
+    if end:
+        end_run(ctx, run_id, "FINISHED")
 
 
 def log_metrics(

@@ -6,7 +6,12 @@ import math
 
 from specml.compiler.errors import Diagnostic
 from specml.compiler.ir import Plan
-from specml.targets.kubeflow.kserve import STORAGE_PLACEHOLDER, batch_max_latency_ms
+from specml.targets.kubeflow.controller import needs_webhook
+from specml.targets.kubeflow.kserve import (
+    STORAGE_PLACEHOLDER,
+    batch_max_latency_ms,
+    shadow_supported,
+)
 
 TARGET = "kubeflow"
 
@@ -53,16 +58,17 @@ def _rollout_diagnostics(plan: Plan) -> list[Diagnostic]:
         return out
     for step in plan.rollout.steps:
         path = ("rollout", "steps", step.index)
-        if step.kind == "shadow":
+        if step.kind == "shadow" and not shadow_supported(plan):
             out.append(
                 _unsupported(
-                    f"shadow steps are not supported by the {TARGET} target: KServe has no "
-                    f"traffic mirroring, so this shadow step ({step.duration_seconds}s, "
-                    f"{step.shadow_sample_percent:g}% of requests) is not emitted",
+                    f"shadow steps are not supported by the {TARGET} target without Istio: "
+                    f"KServe has no traffic mirroring, so this shadow step "
+                    f"({step.duration_seconds}s, {step.shadow_sample_percent:g}% of requests) is "
+                    "not emitted",
                     path,
                     "emitted instead: the rollout starts at the first traffic step, with KServe "
-                    "tag routing on, so the new revision also answers at its `latest-` URL for "
-                    "replayed traffic; use --target local for real shadowing",
+                    "tag routing on, so the new revision also answers at its `latest-` URL; set "
+                    "`targets.kubeflow.istio: true` where Istio runs to get a mirror",
                     "unsupported_shadow",
                 )
             )
@@ -81,12 +87,12 @@ def _rollout_diagnostics(plan: Plan) -> list[Diagnostic]:
             )
     out.append(
         _unsupported(
-            f"the {TARGET} target does not advance or roll back the rollout by itself "
-            "(rollout.analysis, rollout.rollback_when): KServe only splits traffic",
+            "the in-cluster rollout controller moves traffic and rolls back, but does not move "
+            "the MLflow registry's champion alias (it has no registry credentials)",
             ("rollout",),
-            "apply rollout/step-*.yaml after each hold and rollout/rollback.yaml when an alert "
-            'labelled specml_rollback="true" fires (by hand or from your CD / Alertmanager)',
-            "kubeflow_manual_rollout",
+            "promote in the registry from your CD once the InferenceService is at 100 % "
+            "(its `specml.io/rollout-state` annotation says `promoted`)",
+            "kubeflow_registry_alias",
         )
     )
     return out
@@ -105,6 +111,18 @@ def _serving_diagnostics(plan: Plan) -> list[Diagnostic]:
                 ("serving", "batching", "max_delay_ms"),
                 "use a whole number of milliseconds for the kubeflow target",
                 "kubeflow_batch_delay_rounded",
+            )
+        )
+    strings = [f.input_name for f in plan.training.features if f.datatype == "BYTES"]
+    if strings:
+        out.append(
+            _unsupported(
+                "Triton's ONNX Runtime backend takes string inputs (BYTES / TYPE_STRING) but not "
+                f'JSON null in them: a missing {", ".join(strings)} must be sent as "" '
+                '(specml\'s own server maps null to "")',
+                ("features",),
+                "send an empty string for a missing category",
+                "kubeflow_triton_null_strings",
             )
         )
     if not settings.storage_uri:
@@ -135,9 +153,21 @@ def _serving_diagnostics(plan: Plan) -> list[Diagnostic]:
 
 
 def _training_diagnostics(plan: Plan) -> list[Diagnostic]:
+    out: list[Diagnostic] = []
+    if plan.training.tuning is not None:
+        out.append(
+            _unsupported(
+                f"the {plan.training.tuning.trials} trials run one after another inside the "
+                "train step's pod (no parallel trials across pods, as Katib would), and the "
+                "Optuna study lives in the step's scratch workdir: a retried step starts it over",
+                ("training", "tuning"),
+                "pass a `workdir` on a shared volume to keep the study across retries",
+                "kubeflow_tuning_in_step",
+            )
+        )
     res = plan.training.resources
     if res.accelerator == "auto" and res.gpu_count == 0:
-        return [
+        return out + [
             _unsupported(
                 "'auto' cannot probe for a GPU on Kubeflow: "
                 "the train step requests no GPU and runs on CPU nodes",
@@ -146,26 +176,50 @@ def _training_diagnostics(plan: Plan) -> list[Diagnostic]:
                 "kubeflow_accelerator_auto",
             )
         ]
-    return []
+    return out
 
 
 def _lifecycle_diagnostics(plan: Plan) -> list[Diagnostic]:
     out: list[Diagnostic] = []
+    settings = plan.targets.kubeflow
+    assert settings is not None
     if plan.retraining is not None:
         for i, trigger in enumerate(plan.retraining.triggers):
-            if trigger.kind == "schedule":
-                continue  # README.md gives the create_recurring_run call with the cron
+            if trigger.kind == "new_rows":
+                out.append(
+                    _unsupported(
+                        f"the new_rows trigger is not emitted by the {TARGET} target: neither "
+                        "KFP nor Prometheus sees the source table grow",
+                        ("retraining", "triggers", i),
+                        "export a row count gauge and use a metric alert trigger, or use "
+                        "--target local, whose monitor counts new rows",
+                        "kubeflow_trigger_unsupported",
+                    )
+                )
+        if needs_webhook(plan) and not settings.pipelines_host:
             out.append(
-                _unsupported(
-                    f"the {trigger.kind} trigger is not emitted by the {TARGET} target: KFP "
-                    "starts runs on a schedule only",
-                    ("retraining", "triggers", i),
-                    "start runs from your own automation (e.g. an Alertmanager webhook calling "
-                    "the KFP API), or use "
-                    "--target local, whose monitor acts on triggers",
-                    "kubeflow_trigger_unsupported",
+                Diagnostic(
+                    message="not set: the controller receives the retraining alerts but has no "
+                    "KFP API to start runs with",
+                    path=("targets", "kubeflow", "pipelines_host"),
+                    hint="set targets.kubeflow.pipelines_host (and pipelines_token: {secret: "
+                    "NAME}) or the KF_PIPELINES_ENDPOINT env var of the controller Deployment",
+                    severity="warning",
+                    stage="target",
+                    code="kubeflow_pipelines_host_unset",
                 )
             )
+    token = settings.pipelines_token
+    if token is not None and token.kind == "env" and needs_webhook(plan):
+        out.append(
+            _unsupported(
+                "an env reference reaches `specml apply` only: the in-cluster controller "
+                "reads the KFP token from a Secret",
+                ("targets", "kubeflow", "pipelines_token"),
+                "write `pipelines_token: {secret: <secret with key `token`>}`",
+                "kubeflow_token_env",
+            )
+        )
     if plan.notifications.webhook_url is not None:
         out.append(
             _unsupported(

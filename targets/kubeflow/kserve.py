@@ -60,11 +60,27 @@ def canary_percent(step: RolloutStep) -> int | None:
     return max(1, math.ceil(step.traffic_percent)) if step.traffic_percent > 0 else 0
 
 
+def shadow_supported(plan: Plan) -> bool:
+    """Shadow steps run where Istio mirrors traffic (targets.kubeflow.istio)."""
+    return plan.targets.kubeflow is not None and plan.targets.kubeflow.istio
+
+
 def traffic_steps(plan: Plan) -> list[RolloutStep]:
-    """The rollout's traffic steps in order (shadow steps have no KServe equivalent)."""
+    """The rollout's steps KServe can take, in order (shadow steps need Istio's mirror)."""
     if plan.rollout is None:
         return []
-    return [s for s in plan.rollout.steps if s.kind == "traffic"]
+    keep_shadow = shadow_supported(plan)
+    return [s for s in plan.rollout.steps if s.kind == "traffic" or keep_shadow]
+
+
+def needs_monitor(plan: Plan) -> bool:
+    """Whether an alert reads the monitor service's drift gauges."""
+    return any(a.kind in ("drift", "prediction_drift") for a in plan.alerts)
+
+
+def monitor_url(plan: Plan) -> str:
+    """Where the predictor's payload logger posts (the specml monitor Service)."""
+    return f"http://{plan.system.name}-monitor.{namespace(plan)}.svc.cluster.local/events"
 
 
 def rollout_manifests(plan: Plan) -> list[RolloutManifest]:
@@ -74,6 +90,8 @@ def rollout_manifests(plan: Plan) -> list[RolloutManifest]:
         return [RolloutManifest(MAIN_MANIFEST, None, None)]
     out = [RolloutManifest(MAIN_MANIFEST, steps[0], canary_percent(steps[0]))]
     for step in steps[1:]:
+        if step.kind == "shadow":
+            continue  # the controller holds the split at 0 while Istio mirrors
         pct = step.traffic_percent
         label = f"{pct:g}".replace(".", "_")
         out.append(
@@ -126,6 +144,9 @@ def inference_service(plan: Plan, manifest: RolloutManifest) -> dict[str, Any]:
         annotations["specml.io/hold"] = human_duration(manifest.step.duration_seconds)
     if manifest.path == ROLLBACK_MANIFEST:
         annotations["specml.io/rollout-step"] = "rollback"
+    if plan.rollout is not None:
+        # the rollout controller acts only on an InferenceService its system owns
+        annotations["specml.io/rollout-controller"] = plan.system.name
     model: dict[str, Any] = {
         "modelFormat": {"name": MODEL_FORMAT},
         "runtime": RUNTIME,
@@ -150,6 +171,8 @@ def inference_service(plan: Plan, manifest: RolloutManifest) -> dict[str, Any]:
             "maxBatchSize": endpoint.batching.max_batch_size,
             "maxLatency": batch_max_latency_ms(plan),
         }
+    if needs_monitor(plan):
+        predictor["logger"] = {"mode": "all", "url": monitor_url(plan)}
     predictor["model"] = model
     return {
         "apiVersion": API_VERSION,

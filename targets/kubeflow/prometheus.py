@@ -23,7 +23,6 @@ from specml.targets.kubeflow.manifests import (
     prom_duration,
     short_hash,
 )
-from specml.targets.kubeflow.promql import validate_promql
 
 API_VERSION = "monitoring.coreos.com/v1"
 KIND = "PrometheusRule"
@@ -41,23 +40,28 @@ def _camel(text: str) -> str:
     return "".join(part[:1].upper() + part[1:] for part in text.replace("-", "_").split("_"))
 
 
-def _selector(plan: Plan) -> str:
-    return f'namespace_name="{namespace(plan)}", service_name=~"{plan.endpoint.name}-predictor.*"'
+# The rollout controller binds this to the challenger's Knative revision (runtime/rollout/kubernetes).
+REVISION_MATCHER = 'revision_name=~"$revision"'
 
 
-def latency_expr(plan: Plan, quantile: float, window_seconds: int) -> str:
+def _selector(plan: Plan, revision: bool = False) -> str:
+    sel = f'namespace_name="{namespace(plan)}", service_name=~"{plan.endpoint.name}-predictor.*"'
+    return f"{sel}, {REVISION_MATCHER}" if revision else sel
+
+
+def latency_expr(plan: Plan, quantile: float, window_seconds: int, revision: bool = False) -> str:
     """The latency quantile in milliseconds over the predictor's request histogram."""
     window = prom_duration(window_seconds or DEFAULT_WINDOW_SECONDS)
     return (
         f"histogram_quantile({quantile:g}, sum by (le) "
-        f"(rate({LATENCY_BUCKET}{{{_selector(plan)}}}[{window}])))"
+        f"(rate({LATENCY_BUCKET}{{{_selector(plan, revision)}}}[{window}])))"
     )
 
 
-def error_ratio_expr(plan: Plan, window_seconds: int) -> str:
+def error_ratio_expr(plan: Plan, window_seconds: int, revision: bool = False) -> str:
     """Share of requests answered with a 5xx, over the window."""
     window = prom_duration(window_seconds or DEFAULT_WINDOW_SECONDS)
-    sel = _selector(plan)
+    sel = _selector(plan, revision)
     return (
         f'sum(rate({REQUEST_COUNT}{{{sel}, response_code_class="5xx"}}[{window}])) / '
         f"clamp_min(sum(rate({REQUEST_COUNT}{{{sel}}}[{window}])), 1e-9)"
@@ -86,22 +90,30 @@ def alert_expr(plan: Plan, alert: Alert) -> str:
     return f'max({METRIC_DROP}{{{system}, metric="{alert.metric}"}})'
 
 
-def _rollback_alert_ids(plan: Plan) -> set[str]:
-    if plan.rollout is None:
-        return set()
-    return {c.alert_id for c in plan.rollout.rollback_when if c.kind == "alert" and c.alert_id}
+def requests_expr(plan: Plan, window_seconds: int) -> str:
+    """Requests the challenger's revision answered over the window (the controller's traffic gate)."""
+    window = prom_duration(window_seconds)
+    return f"sum(increase({REQUEST_COUNT}{{{_selector(plan, revision=True)}}}[{window}]))"
 
 
-def _slo_breach_rolls_back(plan: Plan) -> bool:
-    return plan.rollout is not None and any(
-        c.kind == "slo_breach" for c in plan.rollout.rollback_when
+def analysis_window(plan: Plan) -> int:
+    """The rate window of SLO rules and controller queries: one analysis interval, >= 1 minute."""
+    interval = plan.rollout.analysis_interval_seconds if plan.rollout else DEFAULT_WINDOW_SECONDS
+    return max(interval, 60)  # a rate() window needs several scrapes
+
+
+def retrain_alert_ids(plan: Plan) -> frozenset[str]:
+    """Alerts that are retraining triggers (`retraining.triggers: [{alert: ID}]`)."""
+    if plan.retraining is None:
+        return frozenset()
+    return frozenset(
+        t.alert_id for t in plan.retraining.triggers if t.kind == "alert" and t.alert_id
     )
 
 
 def _rule(
     name: str, expr: str, for_seconds: int, labels: dict[str, str], annotations: dict[str, str]
 ) -> dict[str, Any]:
-    validate_promql(expr)
     rule: dict[str, Any] = {"alert": name, "expr": expr}
     if for_seconds > 0:
         rule["for"] = prom_duration(for_seconds)
@@ -112,7 +124,8 @@ def _rule(
 
 def alert_rules(plan: Plan) -> list[dict[str, Any]]:
     """One alerting rule per alert and severity (warn -> warning, critical -> critical)."""
-    rollback_ids = _rollback_alert_ids(plan)
+    rollback_ids = plan.rollback_alert_ids()
+    retrain_ids = retrain_alert_ids(plan)
     rules = []
     for alert in plan.alerts:
         base = alert_expr(plan, alert)
@@ -126,17 +139,21 @@ def alert_rules(plan: Plan) -> list[dict[str, Any]]:
                 "specml_alert": alert.id,
                 "specml_action": alert.action,
                 "specml_rollback": "true" if alert.id in rollback_ids else "false",
+                "specml_retrain": "true"
+                if alert.id in retrain_ids and severity == "critical"
+                else "false",
             }
             unit = " ms" if alert.kind == "latency" else ""
             annotations = {
-                "summary": f"{plan.system.name}: {alert.id} ({alert.metric}) above {threshold:g}{unit}",
+                "summary": f"{plan.system.name}: {alert.id} ({alert.metric}) at or above "
+                f"{threshold:g}{unit}",
                 "description": alert.description
                 or f"specml alert '{alert.id}' ({alert.kind}); action: {alert.action}.",
             }
             rules.append(
                 _rule(
                     f"{_camel(plan.system.name)}{_camel(alert.id)}{_camel(severity)}",
-                    f"{base} > {threshold:g}",
+                    f"{base} >= {threshold:g}",  # a level is reached AT its threshold
                     alert.for_seconds,
                     labels,
                     annotations,
@@ -154,14 +171,15 @@ def slo_rules(plan: Plan) -> list[dict[str, Any]]:
         if rollout
         else DEFAULT_WINDOW_SECONDS
     )
-    window = rollout.analysis_interval_seconds if rollout else DEFAULT_WINDOW_SECONDS
-    window = max(window, 60)  # a rate() window needs several scrapes
+    window = analysis_window(plan)
+    rolls_back = plan.slo_breach_rolls_back()
     labels = {
         "severity": "critical",
         "specml_system": plan.system.name,
         "specml_alert": "slo_breach",
-        "specml_action": "rollback" if _slo_breach_rolls_back(plan) else "notify",
-        "specml_rollback": "true" if _slo_breach_rolls_back(plan) else "false",
+        "specml_action": "rollback" if rolls_back else "notify",
+        "specml_rollback": "true" if rolls_back else "false",
+        "specml_retrain": "false",
     }
     rules = []
     for field, quantile in QUANTILES.items():
@@ -196,13 +214,67 @@ def slo_rules(plan: Plan) -> list[dict[str, Any]]:
     return rules
 
 
+def retrain_rules(plan: Plan) -> list[dict[str, Any]]:
+    """One rule per metric-drop retraining trigger, for the Alertmanager webhook to act on."""
+    if plan.retraining is None:
+        return []
+    rules = []
+    for trigger in plan.retraining.triggers:
+        if trigger.kind != "metric_drop" or trigger.metric is None or trigger.by is None:
+            continue
+        expr = f'max({METRIC_DROP}{{system="{plan.system.name}", metric="{trigger.metric}"}})'
+        labels = {
+            "severity": "critical",
+            "specml_system": plan.system.name,
+            "specml_alert": f"metric_drop:{trigger.metric}",
+            "specml_action": "retrain",
+            "specml_rollback": "false",
+            "specml_retrain": "true",
+        }
+        rules.append(
+            _rule(
+                f"{_camel(plan.system.name)}Retrain{_camel(trigger.metric)}Drop",
+                f"{expr} >= {trigger.by:g}",
+                0,
+                labels,
+                {
+                    "summary": f"{plan.system.name}: {trigger.metric} dropped by {trigger.by:g} "
+                    "or more",
+                    "description": "retraining.triggers metric_drop: starts a pipeline run.",
+                },
+            )
+        )
+    return rules
+
+
+def controller_queries(plan: Plan) -> dict[str, Any]:
+    """What the rollout controller asks Prometheus: the rules' expressions, on the challenger."""
+    window = analysis_window(plan)
+    slo = plan.endpoint.slo
+    figures = {
+        field: latency_expr(plan, q, window, revision=True)
+        for field, q in QUANTILES.items()
+        if getattr(slo, field) is not None
+    }
+    if slo.error_rate is not None:
+        figures["error_rate"] = error_ratio_expr(plan, window, revision=True)
+    return {
+        "figures": figures,
+        "requests": requests_expr(plan, window),
+        "alerts": {
+            alert_id: alert_expr(plan, plan.alert(alert_id))
+            for alert_id in sorted(plan.rollback_alert_ids())
+        },
+    }
+
+
 def prometheus_rule(plan: Plan) -> dict[str, Any]:
     """The PrometheusRule object: an `slo` group and an `alerts` group."""
     groups = []
     slo = slo_rules(plan)
     if slo:
         groups.append({"name": f"{plan.system.name}.slo", "rules": slo})
-    alerts = alert_rules(plan)
+    alerts = alert_rules(plan) + retrain_rules(plan)
     if alerts:
         groups.append({"name": f"{plan.system.name}.alerts", "rules": alerts})
     labels = common_labels(plan)

@@ -5,13 +5,16 @@ from __future__ import annotations
 from specml.compiler.errors import Diagnostic
 from specml.compiler.ir import Plan
 from specml.targets.kubeflow import prometheus
+from specml.targets.kubeflow.controller import controller_name, needs_webhook, webhook_url
 from specml.targets.kubeflow.kserve import (
     ROLLBACK_MANIFEST,
     RUNTIME,
-    rollout_manifests,
+    needs_monitor,
     storage_uri,
+    traffic_steps,
 )
 from specml.targets.kubeflow.manifests import human_duration, namespace, short_hash
+from specml.targets.kubeflow.monitor import monitor_name
 from specml.targets.kubeflow.pipeline import DEFAULT_DATA_DIR, default_workdir
 
 # What differs when the compiled file runs under kfp.local (checked against kfp 2.17).
@@ -37,38 +40,117 @@ def _kfp_cron(cron: str) -> str:
     return cron if cron.startswith("@") else f"0 {cron}"
 
 
-def _rollout_section(plan: Plan) -> list[str]:
-    lines = ["## Rollout (KServe canary)", ""]
-    lines.append(
-        "Each file is the same InferenceService with a new `canaryTrafficPercent`: apply them in "
-        "order, waiting out each hold while the alerts stay quiet."
-    )
-    lines += ["", "| # | apply | new revision's traffic | hold |", "|---|---|---|---|"]
-    n = 0
-    for m in rollout_manifests(plan):
-        if m.path == ROLLBACK_MANIFEST:
-            continue
-        n += 1
-        traffic = "100 % (promote)" if m.canary_percent is None else f"{m.canary_percent} %"
-        hold = human_duration(m.step.duration_seconds) if m.step else "none"
-        lines.append(f"| {n} | `kubectl apply -f {m.path}` | {traffic} | {hold} |")
+def _loop_section(plan: Plan) -> list[str]:
+    """What runs where, what it reads and what it changes."""
+    settings = plan.targets.kubeflow
+    assert settings is not None
+    rows = [
+        "## The loop: what runs where",
+        "",
+        "| what | runs as | reads | changes |",
+        "|---|---|---|---|",
+        f"| training | KFP run of `pipeline.yaml` (`specml apply`, schedules, webhook) | "
+        f"sources, MLflow | registers `{plan.registry.name}` in MLflow |",
+        f"| serving | InferenceService `{plan.endpoint.name}` ({RUNTIME}) | the ONNX model at "
+        "`storageUri` | - |",
+    ]
     if plan.rollout is not None:
-        lines += [
-            "",
-            f"**Roll back** at any point: `kubectl apply -f {ROLLBACK_MANIFEST}` (percent 0: every "
-            "request goes to the previous revision). Roll back when an alert labelled "
-            '`specml_rollback="true"` fires; for this spec that is: '
-            + ", ".join(
-                "any SLO alert" if c.kind == "slo_breach" else f"`{c.alert_id}`"
-                for c in plan.rollout.rollback_when
-            )
-            + f" (analysis every {human_duration(plan.rollout.analysis_interval_seconds)}, "
-            f"{plan.rollout.failure_limit} failure(s) allowed).",
-            "",
-            f"Status: `kubectl get isvc {plan.endpoint.name} -n {namespace(plan)}` shows the "
-            "traffic split between the previous and the latest revision.",
-        ]
+        rows.append(
+            f"| rollout | Deployment `{controller_name(plan)}` "
+            "(`python -m specml.runtime rollout-controller`, the local target's controller) | "
+            f"Prometheus at `{settings.prometheus_url}`: the SLO and rollback-alert expressions "
+            "of prometheusrule.yaml, on the new revision | the InferenceService: "
+            "`canaryTrafficPercent` and the `specml.io/rollout-state` annotation, one PATCH "
+            "per step |"
+        )
+    if needs_monitor(plan):
+        rows.append(
+            f"| drift | Deployment `{monitor_name(plan)}` "
+            "(`python -m specml.runtime monitor-service`) | the predictor's payload logger "
+            "(CloudEvents), the training reference beside the model | gauges "
+            f"`{prometheus.FEATURE_DRIFT.format(metric='psi')}`, "
+            f"`{prometheus.PREDICTION_DRIFT.format(metric='psi')}` ... scraped by Prometheus |"
+        )
+    if needs_webhook(plan):
+        rows.append(
+            f"| retraining on alerts | the controller's webhook `{webhook_url(plan)}` | "
+            "Alertmanager (controller/alertmanagerconfig.yaml routes "
+            '`specml_retrain="true"` alerts) | starts a KFP run of the newest pipeline version, '
+            f"at most once per {human_duration(plan.retraining.cooldown_seconds if plan.retraining else 0)} |"
+        )
+    return rows
+
+
+def _rollout_section(plan: Plan) -> list[str]:
+    lines = ["## Rollout (KServe canary, driven in the cluster)", ""]
+    if plan.rollout is None:
+        return [*lines, "No rollout: `inferenceservice.yaml` deploys at 100 %."]
+    rollout = plan.rollout
+    lines += [
+        f"`{controller_name(plan)}` drives it: every "
+        f"{human_duration(rollout.analysis_interval_seconds)} it asks Prometheus for the new "
+        "revision's figures; after each hold with the analysis passing it PATCHes the next "
+        f"`canaryTrafficPercent`; {rollout.failure_limit} failed analyses in a row (SLO breach "
+        "or a rollback alert critical: "
+        + ", ".join(
+            "any SLO" if c.kind == "slo_breach" else f"`{c.alert_id}`"
+            for c in rollout.rollback_when
+        )
+        + ") set it to 0 (rollback). It keeps its state on the InferenceService (annotation "
+        "`specml.io/rollout-state`), so a restarted pod resumes at the same step with the same "
+        "hold left, and it refuses an InferenceService not annotated "
+        f"`specml.io/rollout-controller: {plan.system.name}`.",
+        "",
+        "| # | traffic to the new revision | hold |",
+        "|---|---|---|",
+    ]
+    for i, step in enumerate(traffic_steps(plan), start=1):
+        traffic = (
+            f"shadow: {step.shadow_sample_percent:g} % mirrored (Istio), users on the old one"
+            if step.kind == "shadow"
+            else "100 % (promote)"
+            if step.traffic_percent >= 100
+            else f"{step.traffic_percent:g} %"
+        )
+        lines.append(f"| {i} | {traffic} | {human_duration(step.duration_seconds)} |")
+    lines += [
+        "",
+        f"By hand (the controller scaled to 0): the same steps are `rollout/step-*.yaml`; "
+        f"`kubectl apply -f {ROLLBACK_MANIFEST}` rolls back. Status: "
+        f"`kubectl get isvc {plan.endpoint.name} -n {namespace(plan)} -o "
+        "jsonpath='{.metadata.annotations.specml\\.io/rollout-state}'`.",
+    ]
     return lines
+
+
+def _request_example(plan: Plan) -> list[str]:
+    """An Open Inference Protocol request: one named input per feature, with its datatype."""
+    import json
+
+    samples = {"FP32": 1.0, "INT64": 1, "BYTES": "a"}
+    body = {
+        "inputs": [
+            {
+                "name": f.input_name,
+                "shape": [1, 1],
+                "datatype": f.datatype,
+                "data": [samples[f.datatype]],
+            }
+            for f in plan.training.features
+        ]
+    }
+    outputs = "`output` (scores)" + (
+        " and `label` (class names)" if plan.training.task != "regression" else ""
+    )
+    return [
+        "Request (Open Inference Protocol v2, one input per feature, named as in the spec, "
+        f"strings as BYTES; the answer has {outputs}):",
+        "",
+        "```bash",
+        f"curl -H 'Content-Type: application/json' "
+        f"http://<ingress>/v2/models/{plan.endpoint.name}/infer -d '" + json.dumps(body) + "'",
+        "```",
+    ]
 
 
 def _alerts_section(plan: Plan) -> list[str]:
@@ -77,12 +159,14 @@ def _alerts_section(plan: Plan) -> list[str]:
         "",
         "Latency and error SLOs read the Knative queue-proxy series of the predictor: "
         f"`{prometheus.LATENCY_BUCKET}` (milliseconds) and `{prometheus.REQUEST_COUNT}`. "
-        "Drift and model-metric alerts read gauges the specml monitor exports:",
+        "Drift alerts read gauges the monitor service exports (monitor/monitor.yaml); "
+        "model-metric alerts read a gauge your delayed-label job exports:",
         "",
         f"- `{prometheus.FEATURE_DRIFT.format(metric='psi')}{{system, feature}}` / "
         f"`{prometheus.FEATURE_DRIFT.format(metric='ks')}{{system, feature}}`: "
         "per-feature drift (feature = `view:field`)",
-        f"- `{prometheus.PREDICTION_DRIFT.format(metric='psi')}{{system}}`: drift of the scores",
+        f"- `{prometheus.PREDICTION_DRIFT.format(metric='psi')}{{system, column}}`: drift of the "
+        "scores (column `prediction`, or `prediction:<k>` per class)",
         f"- `{prometheus.METRIC_DROP}{{system, metric}}`: drop of a model metric versus its "
         "registered value",
         "",
@@ -118,8 +202,18 @@ def render_readme(plan: Plan, diagnostics: list[Diagnostic]) -> str:
         + " -> ".join(s.name for s in plan.steps)
         + " (export and register only when the evaluate gate passed) |",
         "| `inferenceservice.yaml` | KServe InferenceService, first rollout step |",
-        "| `rollout/*.yaml` | later rollout steps and the rollback |",
+        "| `rollout/*.yaml` | later rollout steps and the rollback (by hand), the Istio mirror |",
         "| `prometheusrule.yaml` | SLO and alert rules (prometheus-operator) |",
+        "| `controller/*.yaml` | the plan (ConfigMap), the rollout controller (Deployment, RBAC) "
+        "and the Alertmanager route to its retraining webhook |",
+        "| `monitor/monitor.yaml` | the drift monitor (Deployment, Service, ServiceMonitor) |",
+        "",
+        "`specml apply SPEC --target kubeflow` does all of it: uploads the pipeline (a version per "
+        "spec hash), starts a run, sets the recurring runs, and server-side-applies every manifest "
+        "(field manager `specml`); `--dry-run` lists the actions. The KFP endpoint: "
+        "`--kfp-host`, `KF_PIPELINES_ENDPOINT` or `targets.kubeflow.pipelines_host`.",
+        "",
+        *_loop_section(plan),
         "",
         "## Train: submit the pipeline",
         "",
@@ -160,7 +254,7 @@ def render_readme(plan: Plan, diagnostics: list[Diagnostic]) -> str:
                 f'cron_expression="{_kfp_cron(c)}", pipeline_package_path="pipeline.yaml")`'
                 for c in cron
             )
-            + " (KFP cron has a leading seconds field).",
+            + " (KFP cron has a leading seconds field; `specml apply` sets these).",
         ]
     lines += [
         "",
@@ -179,12 +273,16 @@ def render_readme(plan: Plan, diagnostics: list[Diagnostic]) -> str:
         "",
         "## Serve",
         "",
-        f"`kubectl apply -n {ns} -f prometheusrule.yaml -f inferenceservice.yaml`",
+        f"`kubectl apply -n {ns} -f prometheusrule.yaml -f controller/ -f monitor/ "
+        "-f inferenceservice.yaml` (or `specml apply`)",
         "",
         f"The predictor serves ONNX with the `{RUNTIME}` runtime (protocol v2) from "
         f"`{storage_uri(plan)}`: copy the model the `export_onnx` step wrote (registered in MLflow "
         f"as `{plan.registry.name}`) to `<storageUri>/{plan.endpoint.name}/1/model.onnx` "
-        "(Triton's model repository layout).",
+        "(Triton's model repository layout), with the drift reference files the export wrote "
+        "beside it (the monitor reads them from there).",
+        "",
+        *_request_example(plan),
         "",
         *_rollout_section(plan),
         "",

@@ -1,13 +1,22 @@
-"""The kubeflow target: Plan -> KFP v2 pipeline + KServe InferenceService + PrometheusRule."""
+"""The kubeflow target: Plan -> KFP v2 pipeline, KServe InferenceService, PrometheusRule, and the
+in-cluster loop (rollout controller, monitor service, Istio mirror)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from specml.compiler.errors import Diagnostic, TargetError
 from specml.compiler.ir import Plan
-from specml.targets.base import EmitResult
+from specml.targets.base import (
+    ApplyOptions,
+    EmitResult,
+    History,
+    MonitorOptions,
+    RolloutOptions,
+    RolloutReport,
+    ServeOptions,
+)
 
 PIPELINE_FILE = "pipeline.yaml"
 PROMETHEUS_FILE = "prometheusrule.yaml"
@@ -28,7 +37,9 @@ class KubeflowTarget:
 
     def render(self, plan: Plan) -> dict[str, str]:
         """Every output file (relative path -> text), without writing anything."""
+        from specml.targets.kubeflow.controller import render_controller
         from specml.targets.kubeflow.kserve import render_rollout
+        from specml.targets.kubeflow.monitor import render_monitor
         from specml.targets.kubeflow.pipeline import compile_pipeline
         from specml.targets.kubeflow.prometheus import render_prometheus_rule
         from specml.targets.kubeflow.readme import render_readme
@@ -39,6 +50,8 @@ class KubeflowTarget:
             raise TargetError(errors)
         files = {PIPELINE_FILE: compile_pipeline(plan)}
         files.update(render_rollout(plan))
+        files.update(render_controller(plan))
+        files.update(render_monitor(plan))
         files[PROMETHEUS_FILE] = render_prometheus_rule(plan)
         files[README_FILE] = render_readme(plan, diagnostics)
         return dict(sorted(files.items()))
@@ -47,14 +60,71 @@ class KubeflowTarget:
         """Write the compiled files into out_dir; stale rollout manifests are removed."""
         files = self.render(plan)
         out_dir = Path(out_dir)
-        rollout_dir = out_dir / "rollout"
-        if rollout_dir.is_dir():
-            for stale in sorted(rollout_dir.glob("*.yaml")):
-                if f"rollout/{stale.name}" not in files:
-                    stale.unlink()
+        for folder in ("rollout", "controller", "monitor"):
+            if (out_dir / folder).is_dir():
+                for stale in sorted((out_dir / folder).glob("*.yaml")):
+                    if f"{folder}/{stale.name}" not in files:
+                        stale.unlink()
         for rel, text in files.items():
             path = out_dir / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
         notes = tuple(d.render() for d in self.check(plan) if d.severity != "error")
         return EmitResult(out_dir=out_dir, files=tuple(files), notes=notes)
+
+    def apply(self, plan: Plan, base_dir: Path, options: ApplyOptions | None = None) -> Any:
+        """Upload + run the pipeline, set recurring runs, server-side-apply the manifests."""
+        from specml.targets.kubeflow.apply import KubeflowApplyOptions, apply_plan
+
+        report = apply_plan(plan, self.render(plan), options)
+        if not (isinstance(options, KubeflowApplyOptions) and options.dry_run):
+            record = self.recorded_plan(plan, base_dir)
+            record.parent.mkdir(parents=True, exist_ok=True)
+            record.write_text(plan.to_json(), encoding="utf-8")
+        return report
+
+    def recorded_plan(self, plan: Plan, base_dir: Path) -> Path:
+        """The Plan of the last (non-dry-run) kubeflow apply from this folder."""
+        return Path(base_dir) / plan.targets.local.workdir / "kubeflow" / "plan.json"
+
+    def plan_changes(self, plan: Plan, base_dir: Path) -> list[str]:
+        """Nothing beyond the Plan: the cluster's own state is not read by `plan`."""
+        return []
+
+    def history(self, plan: Plan, base_dir: Path) -> History:
+        """KFP keeps the runs: no local history."""
+        return History(records=(), aliases={})
+
+    def serve(self, plan: Plan, base_dir: Path, options: ServeOptions | None = None) -> None:
+        """KServe serves in the cluster."""
+        raise _in_cluster("serve", "KServe serves the InferenceService after `specml apply`")
+
+    def rollout(self, plan: Plan, base_dir: Path, options: RolloutOptions) -> RolloutReport:
+        """The in-cluster controller drives rollouts; `kubectl` shows them."""
+        raise _in_cluster(
+            "rollout",
+            f"the rollout controller Deployment drives it; `kubectl get isvc {plan.endpoint.name} "
+            "-o jsonpath='{.metadata.annotations.specml\\.io/rollout-state}'` shows it",
+        )
+
+    def monitor(self, plan: Plan, base_dir: Path, options: MonitorOptions) -> dict[str, Any]:
+        """The monitor service runs in the cluster."""
+        raise _in_cluster("monitor", "the monitor Deployment exports drift gauges to Prometheus")
+
+    def ingest_labels(self, plan: Plan, base_dir: Path, label_file: Path | None) -> dict[str, Any]:
+        """Delayed labels are not joined in the cluster."""
+        raise _in_cluster("labels", "export specml_model_metric_drop from your label pipeline")
+
+
+def _in_cluster(command: str, hint: str) -> TargetError:
+    return TargetError(
+        [
+            Diagnostic(
+                f"`specml {command}` is not run from here for the kubeflow target: it runs in "
+                "the cluster",
+                hint=hint,
+                stage="target",
+                code="kubeflow_in_cluster",
+            )
+        ]
+    )

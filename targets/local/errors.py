@@ -22,9 +22,15 @@ class GateFailed(TargetError):
                 if g.get("must_beat_production")
                 else ("training", "gates", "min" if g["op"] == ">=" else "max", g["metric"])
             )
+            champion = g.get("champion_value")
+            scores = (
+                f" (the champion scores {champion:.4f} on the same holdout)"
+                if champion is not None
+                else ""
+            )
             diagnostics.append(
                 Diagnostic(
-                    f"gate failed: {g['gate']}: {g['metric']} = {g['value']:.4f}, "
+                    f"gate failed: {g['gate']}: {g['metric']} = {g['value']:.4f}{scores}, "
                     f"missed by {-g['margin']:.4f} (run {run_id})",
                     path=where,
                     stage="target",

@@ -5,8 +5,10 @@ to set its traffic split), `serving/current` (champion) and `serving/challenger`
 `run_rollout` samples the server's /metrics every analysis interval, turns the challenger's own
 series (its version's latency histogram and request/error counters) into LiveFigures and ticks
 the Controller. Promotion moves the MLflow `champion` alias and publishes the challenger to
-serving/current; rollback sends 100 % to the champion and tags the version rejected. A killed
-`run` resumes from the state file at the same step with the same remaining hold.
+serving/current; rollback sends 100 % to the champion and tags the version rejected. Both go
+through the promotion journal (promotion.py): every entry point here first completes one a crash
+left half done. A killed `run` resumes from the state file at the same step with the same
+remaining hold.
 """
 
 from __future__ import annotations
@@ -14,8 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import shutil
-import tempfile
 import threading
 import time
 import urllib.request
@@ -25,6 +25,9 @@ from typing import Any
 
 from specml.compiler.errors import Diagnostic, TargetError
 from specml.compiler.ir import Plan
+from specml.runtime.layout import Workdir
+from specml.targets.base import RolloutOptions, RolloutReport
+from specml.targets.local import promotion
 from specml.targets.local.state import workdir
 
 log = logging.getLogger("specml.rollout")
@@ -38,12 +41,12 @@ _FAMILIES = (
 
 def state_path(plan: Plan, base_dir: Path) -> Path:
     """<workdir>/rollout/state.json."""
-    return workdir(plan, base_dir) / "rollout" / "state.json"
+    return Workdir(workdir(plan, base_dir)).rollout_state
 
 
 def serving_dir(plan: Plan, base_dir: Path, slot: str) -> Path:
     """<workdir>/serving/<slot> (current | challenger)."""
-    return workdir(plan, base_dir) / "serving" / slot
+    return Workdir(workdir(plan, base_dir)).slot(slot)
 
 
 def server_url(plan: Plan, url: str | None = None) -> str:
@@ -68,7 +71,7 @@ def registry_for(plan: Plan, base_dir: Path) -> Any:
     from specml.runtime.rollout.registry import MlflowRegistry
 
     wd = workdir(plan, base_dir)
-    if not (wd / "mlflow.db").exists():
+    if not Workdir(wd).mlflow_db.exists():
         return None
     return MlflowRegistry(
         StepContext(workdir=wd, data_dir=Path(base_dir)).mlflow_uri,
@@ -129,7 +132,6 @@ def _controller(
     min_requests: int = 1,
 ) -> Any:
     """Resume the rollout in progress, or start one for the published challenger."""
-    from specml.runtime.rollout.controller import Controller
     from specml.runtime.rollout.state import load_state
 
     path = state_path(plan, base_dir)
@@ -138,7 +140,7 @@ def _controller(
     if path.exists():
         state = load_state(path)
         if not state.done:
-            return Controller.resume(path, registry, clock, min_requests)
+            return promotion.resume(plan, base_dir, registry, clock, min_requests)
         if state.challenger_version == challenger:
             challenger = None  # that one was already rolled out
     if challenger is None or challenger == champion:
@@ -151,8 +153,8 @@ def _controller(
         raise _error(
             "the spec has no rollout section", "no_rollout", "add rollout.steps to the spec"
         )
-    return Controller.start(
-        plan, path, challenger, champion, registry, clock, time_scale, min_requests
+    return promotion.start(
+        plan, base_dir, challenger, champion, registry, clock, time_scale, min_requests
     )
 
 
@@ -166,22 +168,22 @@ def start_rollout(
 ) -> Any:
     """Start (pending -> first step, persisted) the rollout of a published challenger; `rollout run`
     (or the retraining loop) then drives it. Idempotent for the challenger already in progress."""
-    from specml.runtime.rollout.controller import Controller
     from specml.runtime.rollout.state import load_state
 
     registry = registry_for(plan, base_dir) if registry == "mlflow" else registry
+    promotion.finish_pending(plan, base_dir, registry)
     path = state_path(plan, base_dir)
     if path.exists():
         state = load_state(path)
         if not state.done and state.challenger_version == str(challenger_version):
-            return Controller.resume(path, registry)
+            return promotion.resume(plan, base_dir, registry)
     if plan.rollout is None:
         raise _error(
             "the spec has no rollout section", "no_rollout", "add rollout.steps to the spec"
         )
     champion = champion_version or _folder_version(serving_dir(plan, base_dir, "current"))
-    ctl = Controller.start(
-        plan, path, str(challenger_version), champion, registry, time_scale=time_scale
+    ctl = promotion.start(
+        plan, base_dir, str(challenger_version), champion, registry, time_scale=time_scale
     )
     ctl.begin()
     return ctl
@@ -189,10 +191,8 @@ def start_rollout(
 
 def alert_levels(plan: Plan, base_dir: Path, since: float | None) -> dict[str, str]:
     """The latest level of each alert logged by `specml monitor` since the rollout started."""
-    try:
-        from specml.runtime.monitor.alerts import read_alert_log
-    except ImportError:
-        return {}
+    from specml.runtime.monitor.alerts import read_alert_log
+
     levels: dict[str, str] = {}
     for event in read_alert_log(workdir(plan, base_dir)):
         if since is None or float(event.get("at", 0.0)) >= since:
@@ -201,34 +201,25 @@ def alert_levels(plan: Plan, base_dir: Path, since: float | None) -> dict[str, s
 
 
 def publish_champion(plan: Plan, base_dir: Path, version: str) -> Path:
-    """Copy serving/challenger (holding `version`) over serving/current, atomically (rename)."""
-    source, target = (
-        serving_dir(plan, base_dir, "challenger"),
-        serving_dir(plan, base_dir, "current"),
-    )
-    if _folder_version(target) == str(version):
-        return target
-    if _folder_version(source) != str(version):
-        from specml.runtime.contract import StepContext
-        from specml.runtime.steps.register import publish
-
-        ctx = StepContext(workdir=workdir(plan, base_dir), data_dir=Path(base_dir))
-        return publish(plan, ctx, str(version), "current")
-    staging = Path(tempfile.mkdtemp(prefix=".current-", dir=target.parent))
-    shutil.copytree(source, staging / "model")
-    old = target.parent / ".current-old"
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        target.rename(old)
-    (staging / "model").rename(target)
-    shutil.rmtree(old, ignore_errors=True)
-    shutil.rmtree(staging, ignore_errors=True)
-    return target
+    """Make serving/current hold `version`: a complete copy, swapped in atomically (promotion.py)."""
+    return promotion.publish_champion(plan, base_dir, version)
 
 
-def _settle(plan: Plan, base_dir: Path, state: Any) -> None:
-    if state.status == "promoted":
-        publish_champion(plan, base_dir, state.challenger_version)
+def _settle(plan: Plan, base_dir: Path, registry: Any) -> None:
+    """Carry out (or finish) the journaled promotion or rollback, then clear the journal."""
+    promotion.finish_pending(plan, base_dir, registry)
+
+
+def _finished(plan: Plan, base_dir: Path, registry: Any, action: str | None = None) -> Any:
+    """The rollout state when a promotion or rollback a crash left half done was just completed
+    (`action`: only that kind), else None."""
+    from specml.runtime.rollout.state import load_state
+
+    done = promotion.finish_pending(plan, base_dir, registry)
+    if done is None or (action is not None and done.action != action):
+        return None
+    path = state_path(plan, base_dir)
+    return load_state(path) if path.exists() else None
 
 
 def run_rollout(
@@ -245,6 +236,9 @@ def run_rollout(
     from specml.runtime.rollout.state import load_state
 
     registry = registry_for(plan, base_dir) if registry == "mlflow" else registry
+    finished = _finished(plan, base_dir, registry)  # a crash left one half done: that was this run
+    if finished is not None:
+        return finished
     ctl = _controller(plan, base_dir, time_scale, registry, min_requests=min_requests)
     if registry is not None and hasattr(registry, "client"):  # import MLflow now, not mid-rollback
         threading.Thread(target=lambda: registry.client, daemon=True, name="mlflow-warmup").start()
@@ -269,7 +263,7 @@ def run_rollout(
                 break
         woke = clock.now()
         figures = sampler()
-        if any(c.kind == "alert" for c in ctl.rollout.rollback_when):
+        if plan.rollback_alert_ids():
             levels = alert_levels(plan, base_dir, ctl.state.started_at)
             figures = dataclasses.replace(figures, alert_levels=levels)
         decision = ctl.tick(figures)
@@ -281,12 +275,11 @@ def run_rollout(
         )
         if on_decision is not None:
             on_decision(decision)
-    _settle(plan, base_dir, ctl.state)
+    _settle(plan, base_dir, registry)
     return ctl.state
 
 
 def _in_progress(plan: Plan, base_dir: Path, registry: Any) -> Any:
-    from specml.runtime.rollout.controller import Controller
     from specml.runtime.rollout.state import load_state
 
     path = state_path(plan, base_dir)
@@ -296,7 +289,7 @@ def _in_progress(plan: Plan, base_dir: Path, registry: Any) -> Any:
             "no_rollout_in_progress",
             "start one with `specml rollout run SPEC` after an apply published a challenger",
         )
-    return Controller.resume(path, registry)
+    return promotion.resume(plan, base_dir, registry)
 
 
 def promote_now(
@@ -304,17 +297,24 @@ def promote_now(
 ) -> Any:
     """`specml rollout promote`: make the challenger the champion now, skipping remaining steps."""
     registry = registry_for(plan, base_dir) if registry == "mlflow" else registry
+    finished = _finished(plan, base_dir, registry, "promote")  # the crashed `promote`, completed
+    if finished is not None:
+        return finished
     ctl = _in_progress(plan, base_dir, registry)
     ctl.promote(reason)
-    _settle(plan, base_dir, ctl.state)
+    _settle(plan, base_dir, registry)
     return ctl.state
 
 
 def rollback_now(plan: Plan, base_dir: Path, reason: str, registry: Any = "mlflow") -> Any:
     """`specml rollout rollback`: all traffic to the champion, the challenger rejected with `reason`."""
     registry = registry_for(plan, base_dir) if registry == "mlflow" else registry
+    finished = _finished(plan, base_dir, registry, "rollback")  # the crashed `rollback`, completed
+    if finished is not None:
+        return finished
     ctl = _in_progress(plan, base_dir, registry)
     ctl.rollback(reason)
+    _settle(plan, base_dir, registry)
     return ctl.state
 
 
@@ -322,6 +322,7 @@ def status(plan: Plan, base_dir: Path) -> dict[str, Any]:
     """`specml rollout status` as a JSON-ready dict (state file path included)."""
     from specml.runtime.rollout.status import rollout_status
 
+    promotion.finish_pending(plan, base_dir)
     path = state_path(plan, base_dir)
     if not path.exists():
         raise _error(
@@ -330,3 +331,45 @@ def status(plan: Plan, base_dir: Path) -> dict[str, Any]:
             "start one with `specml rollout run SPEC` after an apply published a challenger",
         )
     return {"state_file": str(path), **rollout_status(path)}
+
+
+def _start_published_challenger(plan: Plan, base_dir: Path) -> None:
+    """`rollout promote` with no rollout in progress: start one for the published challenger
+    (not yet rolled out), so that promoting by hand needs no `rollout run` first."""
+    from specml.runtime.rollout.state import load_state
+
+    path = state_path(plan, base_dir)
+    state = load_state(path) if path.exists() else None
+    if state is not None and not state.done:
+        return
+    challenger = _folder_version(serving_dir(plan, base_dir, "challenger"))
+    champion = _folder_version(serving_dir(plan, base_dir, "current"))
+    if challenger is None or challenger == champion:
+        return  # promote_now says there is nothing to promote
+    if state is not None and state.challenger_version == challenger:
+        return  # that one was rolled out already
+    start_rollout(plan, base_dir, challenger, champion)
+
+
+def operate(plan: Plan, base_dir: Path, options: RolloutOptions) -> RolloutReport:
+    """The `OperableTarget.rollout` entry point: one rollout command, then where it stands."""
+    challenger = None
+    if options.action == "promote":
+        _start_published_challenger(plan, base_dir)
+        challenger = promote_now(plan, base_dir, options.reason or "promoted by hand")
+    elif options.action == "rollback":
+        challenger = rollback_now(plan, base_dir, options.reason)
+    elif options.action == "run":
+        challenger = run_rollout(
+            plan,
+            base_dir,
+            time_scale=options.time_scale,
+            url=options.url,
+            max_seconds=options.max_seconds,
+            on_decision=options.on_decision,
+        )
+    if not state_path(plan, base_dir).exists():
+        return RolloutReport(status=None)
+    doc = status(plan, base_dir)
+    version = challenger.challenger_version if challenger is not None else None
+    return RolloutReport(status=doc["status"], document=doc, challenger_version=version)

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from specml.compiler.ir import Plan
+from specml.runtime.files import write_json_atomic
+from specml.runtime.layout import Workdir
 
-STATE_FILE = "state.json"
+STATE_FILE = Workdir(Path()).state_file.name
 MAX_RUNS = 50
 
 
@@ -27,7 +27,7 @@ def workdir(plan: Plan, base_dir: str | Path) -> Path:
 
 def load_state(folder: Path) -> dict[str, Any] | None:
     """The recorded state, or None before the first apply (or when the file is unreadable)."""
-    path = Path(folder) / STATE_FILE
+    path = Workdir(Path(folder)).state_file
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -36,17 +36,8 @@ def load_state(folder: Path) -> dict[str, Any] | None:
 
 def save_state(folder: Path, state: dict[str, Any]) -> Path:
     """Write state.json atomically (temp file + rename in the same folder)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     state = {**state, "runs": state.get("runs", [])[-MAX_RUNS:]}
-    fd, tmp = tempfile.mkstemp(prefix=".state-", suffix=".json", dir=folder)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(state, fh, sort_keys=True, indent=2, default=str)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, folder / STATE_FILE)
-    return folder / STATE_FILE
+    return write_json_atomic(Workdir(Path(folder)).state_file, state)
 
 
 def source_hashes(plan: Plan, base_dir: Path) -> dict[str, str]:
@@ -104,7 +95,7 @@ def plan_changes(plan: Plan, base_dir: str | Path) -> list[str]:
         return [
             f"first apply: validate data, materialize {len(plan.features.views)} feature "
             f"view(s), train {plan.training.model.type}, evaluate, export ONNX, register "
-            f"'{plan.registry.name}' (state: {folder / STATE_FILE})"
+            f"'{plan.registry.name}' (state: {Workdir(folder).state_file})"
         ]
     if is_up_to_date(state, plan, current):
         return []

@@ -2,7 +2,10 @@
 
 SageMaker publishes `ModelLatency` in MICROseconds (the spec says milliseconds) and
 `Invocation5XXErrors` / `Invocations` as counts, so the error rate is metric math.
-Drift and model-metric alerts have no CloudWatch metric: they are reported, not dropped.
+Drift alerts read `specml/Drift` `AlertValue{System, Alert}`, which the scheduled drift job
+(runtime/monitor/cloudwatch.py, over the endpoint's data capture) publishes; they reach a level
+AT the threshold, like the local monitor. Model-metric alerts have no CloudWatch metric: they are
+reported, not dropped.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ from specml.compiler.ir import Alert, Plan
 from specml.targets.sagemaker.naming import Names, tags
 
 NAMESPACE = "AWS/SageMaker"
+DRIFT_NAMESPACE = "specml/Drift"  # runtime/monitor/cloudwatch.NAMESPACE
+DRIFT_METRIC = "AlertValue"
+MIN_DRIFT_PERIOD, MAX_DRIFT_PERIOD = 600, 86400  # the drift job's schedule: 10 min .. 1 day
 MAX_ROLLBACK_ALARMS = 10  # AutoRollbackConfig.Alarms holds 1..10 alarms
 _PERCENTILE = {"p50_latency_ms": "p50", "p95_latency_ms": "p95", "p99_latency_ms": "p99"}
 
@@ -28,8 +34,8 @@ class AlarmSpec:
 
     name: str
     description: str
-    kind: Literal["latency", "error_rate"]
-    threshold: float  # microseconds for latency, a ratio (0..1) for error rate
+    kind: Literal["latency", "error_rate", "drift"]
+    threshold: float  # microseconds for latency, a ratio (0..1) for error rate, PSI/KS for drift
     percentile: str | None  # ExtendedStatistic for latency alarms, e.g. "p95"
     period_seconds: int
     evaluation_periods: int
@@ -37,6 +43,44 @@ class AlarmSpec:
     source: str  # "slo" or the alert id
     rollback: bool  # named in the endpoint's auto-rollback configuration
     tags: dict[str, str] = field(default_factory=dict)
+    comparison: str = "GreaterThanThreshold"
+
+
+def drift_period(plan: Plan) -> int:
+    """How often the drift job runs (and each drift alarm's period): the shortest drift window."""
+    windows = [a.window_seconds for a in plan.alerts if a.kind in ("drift", "prediction_drift")]
+    shortest = min([w for w in windows if w > 0] or [3600])
+    return min(max(_period(shortest), MIN_DRIFT_PERIOD), MAX_DRIFT_PERIOD)
+
+
+def _drift_alarms(
+    plan: Plan, alert: Alert, names: Names, rollback_ids: set[str]
+) -> list[AlarmSpec]:
+    period = drift_period(plan)
+    levels = [
+        (sev, v) for sev, v in (("warn", alert.warn), ("critical", alert.critical)) if v is not None
+    ]
+    rollback_level = levels[-1][0] if levels else None
+    wants_rollback = alert.id in rollback_ids or alert.action == "rollback"
+    # periods x period may not exceed a day
+    periods = min(max(1, math.ceil(alert.for_seconds / period)), max(1, 86400 // period))
+    return [
+        AlarmSpec(
+            name=names.alarm(alert.id, severity),
+            description=alert.description
+            or f"{plan.system.name}: {alert.metric} drift at or above {value:g}",
+            kind="drift",
+            threshold=value,
+            percentile=None,
+            period_seconds=period,
+            evaluation_periods=periods,
+            severity=severity,
+            source=alert.id,
+            rollback=wants_rollback and severity == rollback_level,
+            comparison="GreaterThanOrEqualToThreshold",
+        )
+        for severity, value in levels
+    ]
 
 
 def _period(seconds: int) -> int:
@@ -44,24 +88,12 @@ def _period(seconds: int) -> int:
     return max(60, int(math.ceil(seconds / 60.0)) * 60)
 
 
-def _rollback_alert_ids(plan: Plan) -> set[str]:
-    if plan.rollout is None:
-        return set()
-    return {c.alert_id for c in plan.rollout.rollback_when if c.kind == "alert" and c.alert_id}
-
-
-def _slo_breach_rolls_back(plan: Plan) -> bool:
-    return plan.rollout is not None and any(
-        c.kind == "slo_breach" for c in plan.rollout.rollback_when
-    )
-
-
 def _slo_alarms(plan: Plan, names: Names) -> list[AlarmSpec]:
     slo = plan.endpoint.slo
     rollout = plan.rollout
     period = _period(rollout.analysis_interval_seconds) if rollout else 60
     periods = max(1, rollout.failure_limit) if rollout else 3
-    rollback = _slo_breach_rolls_back(plan)
+    rollback = plan.slo_breach_rolls_back()
     out: list[AlarmSpec] = []
     for metric, pct in _PERCENTILE.items():
         ms = getattr(slo, metric)
@@ -138,12 +170,15 @@ def _alert_alarms(
 def alarm_specs(plan: Plan, names: Names | None = None) -> tuple[list[AlarmSpec], list[Diagnostic]]:
     """Every alarm for the Plan, in a stable order, and the alerts CloudWatch cannot watch."""
     names = names or Names.for_plan(plan)
-    rollback_ids = _rollback_alert_ids(plan)
+    rollback_ids = set(plan.rollback_alert_ids())
     specs = _slo_alarms(plan, names)
     diags: list[Diagnostic] = []
     for alert in plan.alerts:
         if alert.kind in ("latency", "error_rate"):
             specs.extend(_alert_alarms(plan, alert, names, rollback_ids))
+            continue
+        if alert.kind in ("drift", "prediction_drift"):
+            specs.extend(_drift_alarms(plan, alert, names, rollback_ids))
             continue
         rolls_back = alert.id in rollback_ids
         diags.append(
@@ -155,8 +190,8 @@ def alarm_specs(plan: Plan, names: Names | None = None) -> tuple[list[AlarmSpec]
                     else "created for it"
                 ),
                 path=("rollout", "rollback_when") if rolls_back else ("alerts", alert.id),
-                hint="run `specml monitor` (or SageMaker Model Monitor) against the endpoint's captured "
-                "data to evaluate it",
+                hint="export the live metric from your delayed-label job to CloudWatch and alarm "
+                "on it, or use --target local, whose monitor joins delayed labels",
                 severity="warning",
                 stage="unsupported",
                 code="sagemaker_alert_unsupported",

@@ -22,6 +22,7 @@ from specml.targets.sagemaker.context import (
     settings_of,
 )
 from specml.targets.sagemaker.features import feature_group_specs
+from specml.targets.sagemaker.loop import build_loop
 from specml.targets.sagemaker.naming import Names, tags
 from specml.targets.sagemaker.pipeline_definition import (
     PLAN_KEY,
@@ -29,7 +30,7 @@ from specml.targets.sagemaker.pipeline_definition import (
     build_definition,
     definition_json,
 )
-from specml.targets.sagemaker.serving import build_serving
+from specml.targets.sagemaker.serving import build_serving, champion_model_url
 
 
 def _bucket(ctx: Context) -> aws.s3.Bucket:
@@ -232,6 +233,7 @@ def build(plan_json: str) -> dict[str, pulumi.Output[Any]]:
     )
     pipeline = _pipeline(ctx, bucket, role_arn, image)
     endpoint, alarms = build_serving(ctx, bucket, role_arn, image)
+    build_loop(ctx, bucket, role_arn, image, pipeline, champion_model_url(ctx, bucket))
     outputs: dict[str, pulumi.Output[Any]] = {
         "endpointName": endpoint.name,
         "bucketName": bucket.bucket,

@@ -12,6 +12,7 @@ from specml.targets.sagemaker.alarms import alarm_specs
 from specml.targets.sagemaker.features import feature_group_specs
 from specml.targets.sagemaker.naming import Names
 from specml.targets.sagemaker.rollout import traffic_routing
+from specml.targets.sagemaker.schedules import loop_readme
 
 
 def specml_version() -> str:
@@ -206,11 +207,14 @@ def readme(plan: Plan, diagnostics: list[Diagnostic]) -> str:
         "",
     ]
     for a in alarms:
-        unit = "µs" if a.kind == "latency" else "ratio"
+        unit = {"latency": "µs", "error_rate": "ratio", "drift": f"({a.source})"}[a.kind]
+        what = {"latency": a.percentile, "error_rate": "error rate", "drift": "drift"}[a.kind]
+        op = ">=" if a.comparison == "GreaterThanOrEqualToThreshold" else ">"
         lines.append(
-            f"  - `{a.name}` ({a.severity}): {a.percentile or 'error rate'} > "
+            f"  - `{a.name}` ({a.severity}): {what} {op} "
             f"{a.threshold:g} {unit}{' - rollback' if a.rollback else ''}"
         )
+    lines += ["", *loop_readme(plan)]
     lines += [
         "",
         "## Image",

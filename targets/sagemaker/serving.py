@@ -10,7 +10,14 @@ from typing import Any
 
 import pulumi
 import pulumi_aws as aws
-from specml.targets.sagemaker.alarms import NAMESPACE, AlarmSpec, alarm_specs, rollback_alarm_names
+from specml.targets.sagemaker.alarms import (
+    DRIFT_METRIC,
+    DRIFT_NAMESPACE,
+    NAMESPACE,
+    AlarmSpec,
+    alarm_specs,
+    rollback_alarm_names,
+)
 from specml.targets.sagemaker.context import (
     CONFIG_INVOCATIONS_TARGET,
     CONFIG_MODEL_VERSION,
@@ -28,6 +35,23 @@ from specml.targets.sagemaker.naming import (
 from specml.targets.sagemaker.rollout import traffic_routing
 
 
+def model_url(
+    ctx: Context, version_key: str, default_version: str, bucket: aws.s3.Bucket
+) -> pulumi.Output[str]:
+    """The pipeline's ONNX export folder of one version (model.onnx, serving.json, the drift
+    reference), served uncompressed: SageMaker copies the prefix to /opt/ml/model. The trailing
+    '/' is required for an S3Prefix source."""
+    version = ctx.config.get(version_key) or default_version
+    return pulumi.Output.concat(
+        "s3://", bucket.bucket, f"/models/{ctx.plan.registry.name}/{version}/"
+    )
+
+
+def champion_model_url(ctx: Context, bucket: aws.s3.Bucket) -> pulumi.Output[str]:
+    """Where the champion's model folder is (what the drift job compares with)."""
+    return model_url(ctx, CONFIG_MODEL_VERSION, ctx.plan.registry.champion_alias, bucket)
+
+
 def _model(
     ctx: Context,
     variant: str,
@@ -37,12 +61,7 @@ def _model(
     role_arn: pulumi.Output[str],
     image: pulumi.Output[str],
 ) -> Any:
-    version = ctx.config.get(version_key) or default_version
-    # The pipeline's ONNX export folder (model.onnx + serving.json), served uncompressed: SageMaker
-    # copies the prefix to /opt/ml/model. The trailing '/' is required for an S3Prefix source.
-    url = pulumi.Output.concat(
-        "s3://", bucket.bucket, f"/models/{ctx.plan.registry.name}/{version}/"
-    )
+    url = model_url(ctx, version_key, default_version, bucket)
     env = container_environment(ctx.plan)
     # The name changes with what is served, so a new model version gets a new Model
     # (and EndpointConfig) and the endpoint update runs the blue/green policy.
@@ -79,7 +98,7 @@ def _alarm(ctx: Context, spec: AlarmSpec, endpoint_name: str, actions: list[Any]
     common: dict[str, Any] = dict(
         name=spec.name,
         alarm_description=spec.description,
-        comparison_operator="GreaterThanThreshold",
+        comparison_operator=spec.comparison,
         threshold=spec.threshold,
         evaluation_periods=spec.evaluation_periods,
         datapoints_to_alarm=spec.evaluation_periods,
@@ -89,6 +108,16 @@ def _alarm(ctx: Context, spec: AlarmSpec, endpoint_name: str, actions: list[Any]
         tags=spec.tags,
         opts=ctx.opts,
     )
+    if spec.kind == "drift":
+        return aws.cloudwatch.MetricAlarm(
+            spec.name,
+            namespace=DRIFT_NAMESPACE,
+            metric_name=DRIFT_METRIC,
+            statistic="Maximum",
+            period=spec.period_seconds,
+            dimensions={"System": ctx.plan.system.name, "Alert": spec.source},
+            **common,
+        )
     if spec.kind == "latency":
         return aws.cloudwatch.MetricAlarm(
             spec.name,

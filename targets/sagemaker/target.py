@@ -18,6 +18,7 @@ from specml.targets.sagemaker.pipeline_definition import (
     validate_definition,
 )
 from specml.targets.sagemaker.rollout import traffic_routing
+from specml.targets.sagemaker.schedules import loop_diagnostics
 
 FILES = (
     "Pulumi.yaml",
@@ -50,6 +51,62 @@ def _warn(
         stage="unsupported",
         code=code,
     )
+
+
+# Families of SageMaker instances that carry NVIDIA GPUs.
+GPU_FAMILIES = frozenset(
+    ("g4dn", "g5", "g6", "g6e", "gr6", "p3", "p3dn", "p4d", "p4de", "p5", "p5e", "p5en")
+)
+
+
+def _gpu_diagnostics(plan: Plan) -> list[Diagnostic]:
+    """GPU training or serving asked for on an instance type without a GPU."""
+    sm = plan.targets.sagemaker
+    assert sm is not None
+    out = []
+    if plan.training.resources.accelerator == "gpu" and (
+        sm.training_instance_type.split(".")[1] not in GPU_FAMILIES
+    ):
+        out.append(
+            Diagnostic(
+                "training.resources.accelerator is gpu, but SageMaker instance "
+                f"'{sm.training_instance_type}' has no GPU",
+                path=("targets", "sagemaker", "training_instance_type"),
+                hint="use a GPU instance such as ml.g5.xlarge, or accelerator: auto",
+                stage="target",
+                code="gpu",
+            )
+        )
+    gpus = plan.endpoint.resources.gpu_count
+    if gpus > 0 and sm.instance_type.split(".")[1] not in GPU_FAMILIES:
+        out.append(
+            Diagnostic(
+                f"serving.resources.gpus is {gpus}, but SageMaker instance "
+                f"'{sm.instance_type}' has no GPU",
+                path=("targets", "sagemaker", "instance_type"),
+                hint="use a GPU instance such as ml.g5.xlarge, or set serving.resources.gpus: 0",
+                stage="target",
+                code="gpu",
+            )
+        )
+    return out
+
+
+def _tuning_diagnostics(plan: Plan) -> list[Diagnostic]:
+    """Optuna runs inside the training job, not as SageMaker Automatic Model Tuning."""
+    tuning = plan.training.tuning
+    if tuning is None:
+        return []
+    return [
+        _warn(
+            f"the {tuning.trials} trials run one after another inside the one training job "
+            "(no parallel jobs, as SageMaker Automatic Model Tuning would), and the study is "
+            "not kept between pipeline executions",
+            ("training", "tuning"),
+            hint="raise training_instance_type for faster trials",
+            code="sagemaker_tuning_in_job",
+        )
+    ]
 
 
 def _settings_diagnostics(plan: Plan) -> list[Diagnostic]:
@@ -110,7 +167,15 @@ class SagemakerTarget:
             return [_missing_settings()]
         _, rollout = traffic_routing(plan)
         _, alarms = alarm_specs(plan)
-        return [*_settings_diagnostics(plan), *feature_diagnostics(plan), *rollout, *alarms]
+        return [
+            *_settings_diagnostics(plan),
+            *_gpu_diagnostics(plan),
+            *feature_diagnostics(plan),
+            *rollout,
+            *alarms,
+            *loop_diagnostics(plan),
+            *_tuning_diagnostics(plan),
+        ]
 
     def emit(self, plan: Plan, out_dir: Path) -> EmitResult:
         """Write the Pulumi project; deterministic bytes for the same Plan."""

@@ -138,4 +138,4 @@ def test_init_without_a_schema_says_how_to_write_it(
     assert (tmp_path / "schemas" / "specml.schema.json").is_file()
     assert _run("init", "-o", "specs/b.yaml")[0] == 0
     assert "specml schema" not in (tmp_path / "specs" / "b.yaml").read_text().splitlines()[1]
-    assert validate_file(tmp_path / "specs" / "a.yaml").spec.metadata.name == "churn"
+    assert validate_file(tmp_path / "specs" / "a.yaml").spec.metadata.name == "a"  # its file

@@ -139,12 +139,22 @@ def test_human_rendering_is_a_terraform_style_diff(tmp_path: Path) -> None:
 class _StubTarget:
     """Stands in for a target so these tests need no target stack (kfp, pulumi, feast)."""
 
+    def __init__(self, name: str) -> None:
+        self.name = name
+
     def check(self, plan: Plan) -> list:
         return []
 
 
+def _target(name: str) -> Any:
+    """The real local target (its imports are lazy), a stub for the others."""
+    from specml.targets.local.target import LocalTarget
+
+    return LocalTarget() if name == "local" else _StubTarget(name)
+
+
 def _invoke(monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str]:
-    monkeypatch.setattr("specml.targets.get_target", lambda name: _StubTarget())
+    monkeypatch.setattr("specml.targets.get_target", _target)
     result = CliRunner().invoke(app, list(args))
     return result.exit_code, result.stdout
 

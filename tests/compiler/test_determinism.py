@@ -20,14 +20,19 @@ EXAMPLES = sorted((ROOT / "specs").glob("*.yaml"))
 IDS = [p.stem for p in EXAMPLES]
 
 
-def _reorder(node: Any, rng: random.Random) -> Any:
-    """The same document with every mapping's keys in a new (seeded random) order."""
+# Mappings whose order means something: views and their fields are the model's input order.
+ORDERED = ("views", "fields")
+
+
+def _reorder(node: Any, rng: random.Random, key: Any = None) -> Any:
+    """The same document with every mapping's keys in a new (seeded random) order, except the
+    mappings whose order is the model's input order."""
     if isinstance(node, dict):
         keys = list(node)
         original = list(keys)
-        while len(keys) > 1 and keys == original:
+        while key not in ORDERED and len(keys) > 1 and keys == original:
             rng.shuffle(keys)
-        return {k: _reorder(node[k], rng) for k in keys}
+        return {k: _reorder(node[k], rng, k) for k in keys}
     if isinstance(node, list):
         return [_reorder(v, rng) for v in node]
     return node
@@ -94,3 +99,24 @@ def test_plan_json_is_identical_across_processes_with_different_hash_seeds() -> 
         outputs.append(json.loads(done.stdout))
     assert outputs[0] == outputs[1]
     assert outputs[0] == [plan_file(p).to_json() for p in EXAMPLES]
+
+
+def test_field_order_is_the_input_order_and_changes_the_hash(tmp_path: Path) -> None:
+    """Fields in the spec's order (not sorted) are the model's inputs; reordering them is a
+    different model, so a different spec_hash."""
+    spec = ROOT / "specs" / "churn.yaml"
+    data = load_file(spec).data
+    view = data["features"]["views"]["customer_stats"]
+    written = list(view["fields"])
+    plan = plan_file(spec)
+    inputs = [f.field for f in plan.training.features if f.view_id == "customer_stats"]
+    assert inputs == written and written != sorted(written)
+    view["fields"] = dict(reversed(list(view["fields"].items())))
+    copy = tmp_path / spec.name
+    copy.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    reordered = plan_file(copy)
+    again = [f.field for f in reordered.training.features if f.view_id == "customer_stats"]
+    assert again == written[::-1]
+    assert reordered.spec_hash != plan.spec_hash
+    ir_fields = {v.id: [f.name for f in v.fields] for v in reordered.features.views}
+    assert ir_fields["customer_stats"] == written[::-1]

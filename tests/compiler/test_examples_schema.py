@@ -56,8 +56,12 @@ COMPILER_ONLY = [
     "unknown_alert_ref_rollback",
     "rollout_traffic_not_increasing",
     "label_leaks_into_features",
-    "gpu_training_on_cpu_instance",
     "alert_warn_not_below_critical",
+    "native_encoding_on_mlp",
+    "encoding_on_numeric_field",
+    "classes_num_classes_mismatch",
+    "positive_on_multiclass",
+    "duplicate_classes",
 ]
 
 

@@ -11,7 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from specml.compiler.api import plan_file
-from specml.runtime.monitor.alerts import AlertMonitor, read_alert_log, resolve_secret
+from specml.runtime.monitor.alerts import (
+    AlertMonitor,
+    WebhookRefused,
+    check_webhook_url,
+    read_alert_log,
+    resolve_secret,
+)
 from specml.runtime.monitor.live import (
     HistogramSnapshot,
     LiveFigures,
@@ -161,13 +167,18 @@ class _Sink(BaseHTTPRequestHandler):
         pass
 
 
+def _loopback_allowed(plan):  # noqa: ANN001, ANN202
+    notes = plan.notifications.model_copy(update={"webhook_allow_private": True})
+    return plan.model_copy(update={"notifications": notes})
+
+
 def test_webhook_gets_events_when_its_secret_resolves(tmp_path: Path) -> None:
     server = HTTPServer(("127.0.0.1", 0), _Sink)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         _Sink.received = []
-        plan = plan_file("specs/fraud.yaml")
+        plan = _loopback_allowed(plan_file("specs/fraud.yaml"))
         url = f"http://127.0.0.1:{server.server_port}/hook"
         assert resolve_secret(plan.notifications.webhook_url, {"FRAUD_ALERT_WEBHOOK": url}) == url
         monitor = AlertMonitor(plan, tmp_path, env={"FRAUD_ALERT_WEBHOOK": url})
@@ -184,7 +195,7 @@ def test_unreachable_webhook_is_logged_not_raised(tmp_path: Path) -> None:
     probe = HTTPServer(("127.0.0.1", 0), _Sink)
     port = probe.server_port
     probe.server_close()  # nothing listens there now
-    plan = plan_file("specs/fraud.yaml")
+    plan = _loopback_allowed(plan_file("specs/fraud.yaml"))
     monitor = AlertMonitor(
         plan,
         tmp_path,
@@ -196,3 +207,46 @@ def test_unreachable_webhook_is_logged_not_raised(tmp_path: Path) -> None:
     assert any("webhook_error" in line for line in lines)
     assert [r["level"] for r in read_alert_log(tmp_path)] == ["critical"]
     assert resolve_secret(plan.notifications.webhook_url, {}) is None
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "file:///etc/passwd",
+        "data:text/plain,hello",
+        "ftp://example.com/x",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::ffff:169.254.169.254]/",
+        "http://127.0.0.1:9/hook",
+        "http://10.0.0.8/hook",
+        "http://192.168.1.1/hook",
+        "http:///no-host",
+        "http://[::1]:80/",
+    ],
+)
+def test_webhook_urls_that_are_refused(url: str) -> None:
+    with pytest.raises(WebhookRefused):
+        check_webhook_url(url)
+
+
+def test_private_addresses_need_the_spec_flag_and_metadata_never_passes() -> None:
+    assert check_webhook_url("http://127.0.0.1:8080/hook", allow_private=True) == ["127.0.0.1"]
+    with pytest.raises(WebhookRefused, match="metadata"):
+        check_webhook_url("http://169.254.169.254/", allow_private=True)
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "data:,x", "http://169.254.169.254/"])
+def test_a_refused_webhook_never_stops_the_alerts_action(tmp_path: Path, url: str) -> None:
+    plan = plan_file("specs/fraud.yaml")
+    calls: list[str] = []
+    monitor = AlertMonitor(
+        plan,
+        tmp_path,
+        env={"FRAUD_ALERT_WEBHOOK": url},
+        callbacks={"retrain": lambda e: calls.append(e.alert_id)},
+    )
+    events = monitor.observe(0.0, holdout_metrics={"pr_auc": 0.6}, live_metrics={"pr_auc": 0.4})
+    assert [e.level for e in events] == ["critical"]
+    assert calls == ["precision_drop"]  # the critical alert's action ran
+    notes = [json.loads(x) for x in (tmp_path / "alerts.jsonl").read_text().splitlines()]
+    assert [n["webhook_error"] for n in notes if "webhook_error" in n] == ["WebhookRefused"]

@@ -1,4 +1,5 @@
-"""The batching runners: batches split back exactly, and where runs execute (loop or worker)."""
+"""The batching runners: batches of named inputs (numbers and strings) split back exactly, and
+where runs execute (loop or worker)."""
 
 from __future__ import annotations
 
@@ -13,23 +14,34 @@ from specml.runtime.serving.batching import DynamicBatcher, UnbatchedRunner
 
 
 class Recorder:
-    """A model: doubles its input; records the thread and the rows of every run."""
+    """A model: doubles its number, echoes its string; records the thread and rows of each run."""
 
     def __init__(self, sleep: float = 0.0) -> None:
         self.sleep = sleep
         self.threads: list[str] = []
         self.rows: list[int] = []
 
-    def __call__(self, features: np.ndarray) -> dict[str, np.ndarray]:
+    def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.sleep:
             time.sleep(self.sleep)
         self.threads.append(threading.current_thread().name)
-        self.rows.append(int(features.shape[0]))
-        return {"out": features * 2}
+        self.rows.append(int(inputs["x"].shape[0]))
+        return {"out": inputs["x"] * 2, "label": inputs["name"].copy()}
 
 
-def row(i: int) -> np.ndarray:
-    return np.full((1, 3), float(i), np.float32)
+def row(i: int, n: int = 1) -> dict[str, np.ndarray]:
+    return {
+        "x": np.full((n, 1), float(i), np.float32),
+        "name": np.array([[f"row-{i}-{k}"] for k in range(n)], dtype=object),
+    }
+
+
+def doubled(i: int, n: int = 1) -> dict[str, np.ndarray]:
+    return {"out": row(i, n)["x"] * 2, "label": row(i, n)["name"]}
+
+
+def same(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> bool:
+    return got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in want)
 
 
 @pytest.mark.parametrize("make", [UnbatchedRunner, lambda run: DynamicBatcher(run, 64, 2.0)])
@@ -40,7 +52,7 @@ def test_a_fast_model_serving_a_lone_client_runs_on_the_loop(make) -> None:  # n
     async def lone_client() -> str:
         for i in range(batching._WARMUP_RUNS + 5):
             out = await runner.submit(row(i))
-            assert np.array_equal(out["out"], row(i) * 2)
+            assert same(out, doubled(i))
         return threading.current_thread().name
 
     loop_thread = asyncio.run(lone_client())
@@ -72,19 +84,20 @@ def test_concurrent_requests_are_batched_and_split_back_on_the_worker() -> None:
         for i in range(batching._WARMUP_RUNS):  # the model is known to be fast
             await batcher.submit(row(i))
         await asyncio.gather(*(batcher.submit(row(i)) for i in range(32)))  # a burst: peak 32
-        return await asyncio.gather(*(batcher.submit(row(100 + i)) for i in range(32)))
+        # requests of 1..3 rows each, so slices of different sizes must map back
+        return await asyncio.gather(*(batcher.submit(row(100 + i, 1 + i % 3)) for i in range(32)))
 
     outs = asyncio.run(clients())
     batcher.close()
     for i, out in enumerate(outs):
-        assert np.array_equal(out["out"], row(100 + i) * 2)  # each client gets its own rows
+        assert same(out, doubled(100 + i, 1 + i % 3))  # each client gets its own rows
     assert max(model.rows) > 1  # concurrent requests were coalesced
     # Once concurrency was seen, batches run on the worker (overlapping the loop's parsing).
     assert model.threads[-1].startswith("specml-batch")
 
 
 def test_errors_reach_every_request_of_the_batch() -> None:
-    def broken(features: np.ndarray) -> dict[str, np.ndarray]:
+    def broken(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise RuntimeError("model failed")
 
     batcher = DynamicBatcher(broken, 64, 1.0)

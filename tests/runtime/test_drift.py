@@ -143,6 +143,9 @@ def _churn_frames(rng: np.random.Generator, n: int, spend_shift: float) -> pd.Da
             "customer_stats:tenure_months": rng.integers(1, 72, n),
             "usage:logins_7d": rng.poisson(5, n),
             "usage:minutes_7d": rng.exponential(90.0, n),
+            "customer_stats:plan_type": rng.choice(
+                np.array(["basic", "standard", "premium"], dtype=object), n, p=[0.5, 0.3, 0.2]
+            ),
         }
     )
 
@@ -324,3 +327,54 @@ def test_threaded_counting_equals_one_thread(monkeypatch, layout: str) -> None:
     finite = current[:, 5][~np.isnan(current[:, 5])]
     ks = stats.ks_2samp(train[:, 5], finite).statistic
     assert abs(threaded["features"]["f5"]["ks"] - ks) <= ref.ks_error_bound[5] + 1e-12
+
+
+def _categories(rng: np.random.Generator, n: int, shares: list[float]) -> np.ndarray:
+    values = rng.choice(np.array(["basic", "premium", "family", None], dtype=object), n, p=shares)
+    return values
+
+
+def test_categorical_psi_and_tvd_equal_a_direct_computation() -> None:
+    """Category shares + unknown bucket: PSI and the total variation distance, computed by hand
+    from value counts (missing values left out), unseen categories in the unknown bucket."""
+    rng = np.random.default_rng(4)
+    train = pd.DataFrame(
+        {"v:plan": _categories(rng, 5000, [0.5, 0.3, 0.15, 0.05]), "v:x": rng.normal(size=5000)}
+    )
+    ref = build_reference(train, ["v:plan", "v:x"], categorical=["v:plan"])
+    assert ref.feature_names == ("v:plan", "v:x") and ref.numeric_names == ("v:x",)
+    current = pd.DataFrame(
+        {
+            "v:plan": np.r_[
+                _categories(rng, 900, [0.2, 0.3, 0.4, 0.1]), np.array(["gold"] * 100, object)
+            ],
+            "v:x": rng.normal(size=1000),
+        }
+    )
+    report = check_drift(ref, current)
+    cats = ["basic", "premium", "family"]
+    seen = pd.Series(train["v:plan"]).dropna()
+    r = np.array([(seen == c).mean() for c in cats] + [0.0])
+    now = pd.Series(current["v:plan"]).dropna()
+    c = np.array([(now == k).mean() for k in cats] + [(now == "gold").mean()])
+    rf, cf = np.maximum(r, EPSILON), np.maximum(c, EPSILON)
+    assert report.value("v:plan", "psi") == pytest.approx(
+        float(((cf - rf) * np.log(cf / rf)).sum())
+    )
+    assert report.value("v:plan", "ks") == pytest.approx(0.5 * float(np.abs(c - r).sum()))
+    assert report.features["v:plan"].n_current == len(now)
+    assert report.value("v:plan", "psi") > 0.2 and report.value("v:x", "psi") < 0.1
+    assert list(report.features) == ["v:plan", "v:x"]  # reference order
+
+
+def test_categorical_reference_round_trips_and_detects_no_drift(tmp_path) -> None:  # noqa: ANN001
+    rng = np.random.default_rng(5)
+    shares = [0.5, 0.3, 0.15, 0.05]
+    train = pd.DataFrame({"v:plan": _categories(rng, 4000, shares), "v:n": rng.normal(size=4000)})
+    ref = build_reference(train, ["v:plan", "v:n"])  # string columns found by dtype
+    loaded = Reference.load(ref.save(tmp_path / "r.npz"))
+    assert loaded.categories.keys() == {"v:plan"}
+    assert loaded.categories["v:plan"][0] == ref.categories["v:plan"][0]
+    current = pd.DataFrame({"v:plan": _categories(rng, 4000, shares), "v:n": rng.normal(size=4000)})
+    assert check_drift(loaded, current).to_json() == check_drift(ref, current).to_json()
+    assert check_drift(loaded, current).value("v:plan", "psi") < 0.01

@@ -76,7 +76,7 @@ def test_labels_are_stored_and_join_the_logged_predictions(served) -> None:  # n
     plan = SimpleNamespace(features=SimpleNamespace(label=SimpleNamespace(field="churned")))
     y, output = join_labels(plan, posted, requests, ["customer_id"])  # type: ignore[arg-type]
     assert sorted(y.tolist()) == [0.0, 1.0]  # the entity label has no logged entity: unmatched
-    assert output.shape == (2, 2)
+    assert output.shape == (2, 1)  # binary: P(positive) per row
 
 
 @pytest.mark.parametrize(

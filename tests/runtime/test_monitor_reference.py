@@ -28,7 +28,14 @@ def plan():  # noqa: ANN201
 
 
 def _training_set(plan, n: int, rng: np.random.Generator) -> pd.DataFrame:  # noqa: ANN001
-    frame = pd.DataFrame({f.ref: rng.normal(size=n) for f in plan.training.features})
+    frame = pd.DataFrame(
+        {
+            f.ref: rng.choice(np.array(["basic", "premium"], dtype=object), n)
+            if f.categorical is not None
+            else rng.normal(size=n)
+            for f in plan.training.features
+        }
+    )
     frame[TIMESTAMP] = pd.date_range("2026-01-01", periods=n, freq="h", tz="UTC")
     frame[plan.features.label.field] = rng.integers(0, 2, n)
     return frame
@@ -51,6 +58,7 @@ def test_write_load_and_check_equal_a_direct_reference(plan, tmp_path: Path) -> 
     assert refs.sample is not None and len(refs.sample) == SAMPLE_ROWS
     assert list(refs.sample.columns) == [*names, "prediction"]
     current = pd.DataFrame(rng.normal(0.3, 1.0, (500, len(names))), columns=names)
+    current["customer_stats:plan_type"] = rng.choice(np.array(["basic", "family"], object), 500)
     assert (
         check_drift(refs.features, current).to_json()
         == check_drift(build_reference(train[names], names), current).to_json()
@@ -83,3 +91,18 @@ def test_find_reference_prefers_the_champion(plan, tmp_path: Path) -> None:  # n
     assert find_reference(tmp_path) == run
     write_reference(plan, train, rng.random(300), tmp_path / "serving" / "current")
     assert find_reference(tmp_path) == tmp_path / "serving" / "current"
+
+
+def test_reference_keeps_string_features_as_categories(plan, tmp_path: Path) -> None:  # noqa: ANN001
+    rng = np.random.default_rng(3)
+    train = _training_set(plan, 2000, rng)
+    train["customer_stats:plan_type"] = rng.choice(
+        np.array(["basic", "premium", None], dtype=object), 2000, p=[0.6, 0.35, 0.05]
+    )  # missing values are left out of the shares
+    write_reference(plan, train, rng.random(2000), tmp_path / "m")
+    refs = ReferenceSet.load(tmp_path / "m")
+    values, shares = refs.features.categories["customer_stats:plan_type"]
+    assert values == ("basic", "premium") and shares[-1] == 0.0  # nothing unknown in training
+    assert shares[0] == pytest.approx(0.6 / 0.95, abs=0.03)
+    assert refs.sample is not None and refs.sample["customer_stats:plan_type"].dtype == object
+    assert "customer_stats:plan_type" not in refs.features.numeric_names

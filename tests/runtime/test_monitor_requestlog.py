@@ -106,3 +106,23 @@ def test_empty_and_tiny_reads(tmp_path: Path, n: int) -> None:
         log.flush()
     frame = log.read_recent(10)
     assert len(frame) == n and list(frame.columns[:3]) == NAMES
+
+
+def test_named_inputs_with_strings_round_trip(tmp_path: Path) -> None:
+    """A request's named inputs ([N,1] columns by input name, strings kept, missing as None/NaN)
+    come back as one row each: numbers float64, a string column as objects."""
+    names = ["customer_stats:plan_type", "customer_stats:tenure"]
+    log = RequestLog(tmp_path, feature_names=names, flush_rows=1000, flush_seconds=1e9)
+    inputs = {
+        "plan_type": np.array([["basic"], [""], [None]], dtype=object),
+        "tenure": np.array([[3.0], [np.nan], [7.0]], dtype=np.float32),
+    }
+    log.append(inputs, np.array([[0.1], [0.2], [0.3]], np.float32), "1", request_id="q", ts=5.0)
+    log.close()
+    frame = log.read_recent()
+    assert list(frame.columns[:2]) == names and len(frame) == 3
+    assert frame["customer_stats:plan_type"].tolist() == ["basic", "", None]
+    tenure = frame["customer_stats:tenure"].to_numpy()
+    assert tenure.dtype == np.float64 and tenure[0] == 3.0 and np.isnan(tenure[1])
+    assert frame["prediction"].tolist() == pytest.approx([0.1, 0.2, 0.3])
+    assert frame["request_id"].tolist() == ["q:0", "q:1", "q:2"]

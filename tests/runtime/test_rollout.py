@@ -10,7 +10,6 @@ import pytest
 from specml.compiler.api import plan_file
 from specml.compiler.errors import TargetError
 from specml.runtime.monitor.live import LiveFigures
-from specml.runtime.rollout import state as state_module
 from specml.runtime.rollout.controller import Controller, ManualClock
 from specml.runtime.rollout.registry import REJECTED_TAG, MemoryRegistry
 from specml.runtime.rollout.state import load_state
@@ -191,7 +190,7 @@ def test_state_file_is_never_half_written(plan, tmp_path: Path, monkeypatch) -> 
     def killed(*args: object) -> None:
         raise KeyboardInterrupt  # the process is killed between the temp write and the rename
 
-    monkeypatch.setattr(state_module.os, "replace", killed)
+    monkeypatch.setattr("os.replace", killed)
     clock.sleep(ctl.interval_seconds)
     with pytest.raises(KeyboardInterrupt):
         ctl.tick(HEALTHY)

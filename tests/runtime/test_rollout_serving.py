@@ -14,7 +14,12 @@ from specml.runtime.rollout.state import RolloutState, save_state
 from specml.runtime.serving.loadgen import LoadGenerator
 from specml.runtime.serving.roles import FaultInjection
 from specml.runtime.serving.server import ServerConfig, running_server
-from specml.runtime.serving.testing import http_request, metric_samples, write_model_dir
+from specml.runtime.serving.testing import (
+    CHURN_FEATURES,
+    http_request,
+    metric_samples,
+    write_model_dir,
+)
 
 
 @pytest.fixture(scope="module")
@@ -62,11 +67,12 @@ def _infer(
         "id": request_id,
         "inputs": [
             {
-                "name": "features",
-                "shape": [1, 5],
+                "name": ref.split(":")[1],
+                "shape": [1, 1],
                 "datatype": "FP32",
-                "data": [0.1, 0.2, 0.3, 0.4, 0.5],
+                "data": [0.1 * (j + 1)],
             }
+            for j, ref in enumerate(CHURN_FEATURES)
         ],
     }
     status, headers, raw = http_request(url, "POST", path, json.dumps(body))

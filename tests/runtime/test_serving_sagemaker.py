@@ -1,5 +1,6 @@
-"""SageMaker's container contract over real HTTP: GET /ping, POST /invocations (OIP v2, instances,
-inputs, CSV) answering {"predictions": [...]}, and `python -m specml.runtime serve` started the
+"""SageMaker's container contract over real HTTP: GET /ping, POST /invocations (records by input
+name, rows, OIP v2, CSV with or without a header) answering {"predictions": [...]} named by
+class, and `python -m specml.runtime serve` started the
 way a SageMaker endpoint starts the image (model in $SM_MODEL_DIR, port 8080 or
 $SAGEMAKER_BIND_TO_PORT). Also: `python -m specml.runtime evaluate` exits 0 on a failed gate so
 the SageMaker pipeline's Condition/Fail steps decide (opt-in --fail-on-gate exits 3)."""
@@ -17,11 +18,13 @@ import numpy as np
 import pytest
 from specml.runtime.serving import ServerConfig, running_server
 from specml.runtime.serving.server import wait_until_ready
-from specml.runtime.serving.testing import http_request, write_model_dir
+from specml.runtime.serving.testing import CHURN_FEATURES, http_request, write_model_dir
 
 ort = pytest.importorskip("onnxruntime")
 REPO = Path(__file__).resolve().parents[2]
 ROWS = [[0.5, -1.0, 2.0, 0.0, 3.0], [1.0, 1.0, 1.0, 1.0, 1.0], [0.0, None, 4.0, -2.0, 0.25]]
+NAMES = [ref.split(":")[1] for ref in CHURN_FEATURES]
+CLASSES = ["class_0", "class_1", "class_2"]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +38,16 @@ def expected(model_dir: Path) -> np.ndarray:
         str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"]
     )
     x = np.array([[np.nan if v is None else v for v in row] for row in ROWS], np.float32)
-    return session.run(None, {"features": x})[0]
+    return session.run(["output"], {n: x[:, j : j + 1] for j, n in enumerate(NAMES)})[0]
+
+
+def _probabilities(answer: dict) -> np.ndarray:
+    """The answer's rows back as a matrix (checking each row is named by class)."""
+    rows = answer["predictions"]
+    for row in rows:
+        assert list(row["probabilities"]) == CLASSES
+        assert row["label"] == max(row["probabilities"], key=row["probabilities"].get)
+    return np.array([list(row["probabilities"].values()) for row in rows])
 
 
 @pytest.fixture(scope="module")
@@ -76,32 +88,51 @@ def test_invocations_accepts_every_body_form(server: str, expected: np.ndarray) 
     }
     oip_text = json.dumps(oip).replace('"NaN"', "NaN")
     csv = "\n".join(",".join("" if v is None else str(v) for v in row) for row in ROWS) + "\n"
+    order = [4, 2, 0, 1, 3]  # a header names the columns: any order
+    header = ",".join(NAMES[j] for j in order) + "\n"
+    csv_named = header + "".join(
+        ",".join("" if row[j] is None else str(row[j]) for j in order) + "\n" for row in ROWS
+    )
+    records = [dict(zip(NAMES, row, strict=True)) for row in ROWS]
+    named_oip = {
+        "inputs": [
+            {"name": n, "datatype": "FP64", "shape": [3, 1], "data": [row[j] for row in ROWS]}
+            for j, n in enumerate(NAMES)
+        ]
+    }
     bodies = [
+        (json.dumps({"instances": records}), "application/json"),
         (json.dumps({"instances": ROWS}), "application/json"),
         (json.dumps({"inputs": ROWS}), "application/json; charset=utf-8"),
         (oip_text, "application/json"),
+        (json.dumps(named_oip), "application/json"),
         (csv, "text/csv"),
+        (csv_named, "text/csv"),
     ]
     for body, content_type in bodies:
         status, answer = _invoke(server, body, content_type)
         assert status == 200, (body, answer)
-        np.testing.assert_allclose(np.asarray(answer["predictions"]), expected, rtol=1e-6)
+        np.testing.assert_allclose(_probabilities(answer), expected, rtol=1e-6)
         assert answer["_headers"]["x-specml-model-version"] == "1"
     status, answer = _invoke(server, json.dumps({"instances": ROWS[0]}))  # one flat row
-    assert status == 200 and np.allclose(answer["predictions"], expected[:1], rtol=1e-6)
+    assert status == 200 and np.allclose(_probabilities(answer), expected[:1], rtol=1e-6)
 
 
 @pytest.mark.parametrize(
     ("body", "content_type", "status", "text"),
     [
-        ('{"instances": [[1, 2, 3]]}', "application/json", 400, "list of 5 numbers"),
-        ('{"instances": [[1, 2, 3, "4", 5]]}', "application/json", 400, "number or null"),
+        ('{"instances": [[1, 2, 3]]}', "application/json", 400, "list of 5 values"),
+        ('{"instances": [[1, 2, 3, "x", 5]]}', "application/json", 400, "'logins_7d' must be"),
         ('{"instances": [[1, 2, 3, true, 5]]}', "application/json", 400, "number or null"),
+        ('{"instances": [{"monthly_spend": 1}]}', "application/json", 400, "lacks input"),
+        ('{"instances": [{"nope": 1}]}', "application/json", 400, "unknown input 'nope'"),
+        ("monthly_spend,x\n1,2\n", "text/csv", 400, "unknown column 'x'"),
         ('{"instances": []}', "application/json", 400, "non-empty"),
         ('{"rows": [[1, 2, 3, 4, 5]]}', "application/json", 400, '"instances"'),
         ("[1, 2]", "application/json", 400, "JSON object"),
         ("{bad json", "application/json", 400, "malformed JSON"),
-        ("1,2,x,4,5\n", "text/csv", 400, "CSV line 1"),
+        ("1,2,x,4,5\n", "text/csv", 400, "'tenure_months' must be a number"),
+        ("1,2,3\n", "text/csv", 400, "CSV line 1 has 3 values"),
         ("1,2,3,4,5", "application/x-npy", 415, "not supported"),
         ('{"instances": [[1e39, 2, 3, 4, 5]]}', "application/json", 400, "too large"),
     ],
@@ -111,6 +142,60 @@ def test_invocations_refuses_bad_bodies_with_4xx(
 ) -> None:
     got, answer = _invoke(server, body, content_type)
     assert got == status and text in answer["error"], answer
+
+
+def test_invocations_of_a_string_model_by_records_and_csv(tmp_path: Path) -> None:
+    """Records by input name and CSV with a header carry strings; a binary classifier answers
+    its label and both classes' probabilities (the positive one is the model's score)."""
+    features = ("t:plan", "t:spend")
+    model = write_model_dir(
+        tmp_path / "m", features=features, categorical={"plan": ("basic", "pro")}
+    )
+    session = ort.InferenceSession(str(model / "model.onnx"), providers=["CPUExecutionProvider"])
+    feeds = {
+        "plan": np.array([["pro"], [""], ["gold"]], dtype=object),
+        "spend": np.array([[10.0], [np.nan], [3.5]], np.float32),
+    }
+    score, labels = session.run(["output", "label"], feeds)
+    records = [
+        {"plan": "pro", "spend": 10},
+        {"plan": None, "spend": None},
+        {"plan": "gold", "spend": 3.5},
+    ]
+    csv = 'spend,plan\n10,pro\n,\n3.5,"gold"\n'
+    with running_server(ServerConfig(model, port=0)) as url:
+        for body, content_type in [
+            (json.dumps({"instances": records}), "application/json"),
+            (csv, "text/csv"),
+            (json.dumps({"instances": [["pro", 10], [None, None], ["gold", 3.5]]}), ""),
+        ]:
+            status, answer = _invoke(url, body, content_type)
+            assert status == 200, answer
+            rows = answer["predictions"]
+            assert [r["label"] for r in rows] == labels.ravel().tolist()
+            yes = [r["probabilities"]["yes"] for r in rows]
+            np.testing.assert_allclose(yes, score.ravel(), rtol=1e-6)
+            assert all(
+                abs(r["probabilities"]["no"] + r["probabilities"]["yes"] - 1) < 1e-6 for r in rows
+            )
+        status, answer = _invoke(url, json.dumps({"instances": [{"plan": 5, "spend": 1}]}))
+        assert status == 400 and "'plan' must be a string" in answer["error"]
+        status, answer = _invoke(url, "pro,x\n", "text/csv")  # no header: input order
+        assert status == 400 and "'spend' must be a number" in answer["error"]
+
+
+def test_a_regression_model_answers_values(tmp_path: Path) -> None:
+    model = write_model_dir(tmp_path / "r", n_classes=1, model_name="price")
+    session = ort.InferenceSession(str(model / "model.onnx"), providers=["CPUExecutionProvider"])
+    x = np.array(ROWS[:2], np.float32)
+    expected = session.run(["output"], {n: x[:, j : j + 1] for j, n in enumerate(NAMES)})[0]
+    with running_server(ServerConfig(model, port=0)) as url:
+        meta = json.loads(http_request(url, "GET", "/v2/models/price")[2])
+        status, answer = _invoke(url, json.dumps({"instances": ROWS[:2]}))
+    assert meta["outputs"] == [{"name": "output", "datatype": "FP32", "shape": [-1, 1]}]
+    assert status == 200
+    values = [row["value"] for row in answer["predictions"]]
+    np.testing.assert_allclose(values, expected.ravel(), rtol=1e-6)
 
 
 def _free_port() -> int:
@@ -148,7 +233,7 @@ def test_runtime_serve_starts_like_a_sagemaker_container(
         wait_until_ready(url, timeout_s=60, alive=lambda: child.poll() is None)
         assert http_request(url, "GET", "/ping")[0] == 200
         status, answer = _invoke(url, json.dumps({"instances": ROWS}))
-        assert status == 200 and np.allclose(answer["predictions"], expected, rtol=1e-6)
+        assert status == 200 and np.allclose(_probabilities(answer), expected, rtol=1e-6)
         child.send_signal(signal.SIGTERM)
         assert child.wait(timeout=20) == 0
         assert "batching on (max 16 rows, 1.0 ms)" in child.stderr.read()  # type: ignore[union-attr]
@@ -235,3 +320,23 @@ def test_sagemaker_pipeline_evaluate_step_does_not_fail_on_the_gate() -> None:
     condition = next(s for s in steps.values() if s["Type"] == "Condition")
     assert [s["Type"] for s in condition["Arguments"]["ElseSteps"]] == ["Fail"]
     assert evaluate["Name"] in json.dumps(condition["Arguments"]["Conditions"])
+
+
+def test_prediction_rows_name_the_declared_positive_class() -> None:
+    from specml.runtime.serving.model import ServingManifest
+    from specml.runtime.serving.sagemaker import prediction_rows
+
+    manifest = ServingManifest(
+        model_name="m", model_version="1", task="binary_classification", num_classes=2,
+        output_name="output", features=(), inputs=(), entity_join_keys=(), feature_repo=None,
+        classes=("No", "Yes"), positive_class="No",
+    )  # fmt: skip
+    results = {
+        "output": np.array([[0.75], [0.25]], np.float32),  # P(No), the declared positive
+        "label": np.array([["No"], ["Yes"]], dtype=object),
+    }
+    assert prediction_rows(manifest, results) == [
+        {"label": "No", "probabilities": {"Yes": 0.25, "No": 0.75}},
+        {"label": "Yes", "probabilities": {"Yes": 0.75, "No": 0.25}},
+    ]
+    assert manifest.output_parameters() == {"classes": ["No", "Yes"], "positive_class": "No"}

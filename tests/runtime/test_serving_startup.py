@@ -16,14 +16,22 @@ import pytest
 from specml.runtime.serving import ServerConfig, running_server
 from specml.runtime.serving import server as server_module
 from specml.runtime.serving.model import ModelLoadError
-from specml.runtime.serving.testing import http_request, make_feast_repo, write_model_dir
+from specml.runtime.serving.testing import (
+    CHURN_FEATURES,
+    http_request,
+    make_feast_repo,
+    write_model_dir,
+)
 
 os.environ.setdefault("FEAST_USAGE", "False")
 pytest.importorskip("onnxruntime")
 
 PREDICT = "/v1/models/churn/predict-by-entity"
 INFER = {
-    "inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 5], "data": [1, 2, 3, 4, 5]}]
+    "inputs": [
+        {"name": ref.split(":")[1], "datatype": "FP32", "shape": [1, 1], "data": [j + 1]}
+        for j, ref in enumerate(CHURN_FEATURES)
+    ]
 }
 
 

@@ -115,7 +115,8 @@ def test_predict_by_entity_reports_imputed_features_and_unknown_entities(
     )
     offline = _offline(repo, IDS, datetime.now(UTC))
     x = np.array([[math.nan if v is None else v for v in row] for row in offline], np.float32)
-    expected = session.run(None, {"features": x})[0]
+    names = [ref.split(":")[1] for ref in CHURN_FEATURES]
+    expected = session.run(["output"], {n: x[:, j : j + 1] for j, n in enumerate(names)})[0]
     with running_server(ServerConfig(model_dir, port=0)) as url:
         body = json.dumps({"entities": [{"customer_id": i} for i in IDS]})
         status, _, raw = http_request(url, "POST", PREDICT, body)

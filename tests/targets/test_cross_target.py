@@ -77,8 +77,45 @@ TABLE: list[
         ["~retraining"],
         {
             "local": ({}, {}),
-            "kubeflow": ({}, {("warning", "kubeflow_trigger_unsupported"): 2}),
+            # kubeflow: new_rows has no cluster equivalent, and the retraining webhook needs
+            # a KFP endpoint the churn spec does not give
+            "kubeflow": (
+                {},
+                {
+                    ("warning", "kubeflow_trigger_unsupported"): 1,
+                    ("warning", "kubeflow_pipelines_host_unset"): 1,
+                },
+            ),
+            # sagemaker: schedules and alarm rules carry the rest; new_rows and the cooldown
+            # are declared, never silently dropped
+            "sagemaker": (
+                {},
+                {
+                    ("warning", "sagemaker_trigger_unsupported"): 1,
+                    ("warning", "sagemaker_cooldown_unsupported"): 1,
+                },
+            ),
+        },
+    ),
+    (
+        "istio in the kubeflow cluster",
+        ["+targets.kubeflow.istio=true"],
+        {
+            # the shadow step becomes an Istio mirror; nothing else notices the setting
+            "local": ({}, {}),
+            "kubeflow": ({}, {("warning", "unsupported_shadow"): 1}),
             "sagemaker": ({}, {}),
+        },
+    ),
+    (
+        "hyperparameter tuning",
+        ["+training.tuning={trials: 5, space: {lr: {low: 0.0001, high: 0.1, log: true}}}"],
+        {
+            # the local train step runs the study; the cloud ones run the same search inside one
+            # step/job and say what differs (no parallel trials, no study kept across retries)
+            "local": ({}, {}),
+            "kubeflow": ({("warning", "kubeflow_tuning_in_step"): 1}, {}),
+            "sagemaker": ({("warning", "sagemaker_tuning_in_job"): 1}, {}),
         },
     ),
 ]

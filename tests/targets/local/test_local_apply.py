@@ -117,11 +117,19 @@ def test_apply_registers_exports_and_checks_skew(applied) -> None:  # noqa: ANN0
     assert sorted(m.step for m in epochs) == list(range(1, int(run.data.metrics["epochs_run"]) + 1))
     assert len(client.get_metric_history(version.run_id, "val_roc_auc")) == len(epochs) >= 2
     assert result.metrics["roc_auc"] >= 0.75
-    assert result.onnx_max_abs_diff is not None and result.onnx_max_abs_diff <= 1e-4
+    assert result.onnx_max_abs_diff is not None and result.onnx_max_abs_diff <= 1e-5
+    assert run.info.status == "FINISHED" and run.info.end_time is not None
+    assert run.data.tags["specml.gate_passed"] == "true"
+    assert json.loads(run.data.tags["specml.classes"]) == [0, 1]
+    assert (
+        version.tags["specml.classes"] == "[0, 1]" and version.tags["specml.positive_class"] == "1"
+    )
     skew = result.skew
     assert skew["passed"] and skew["compared_rows"] > 0
     assert skew["offline_vs_online_max_abs_diff"] <= 1e-5
     assert skew["offline_vs_served_max_abs_diff"] <= 1e-5  # through the real HTTP server
+    assert skew["holdout_vs_served_inputs_max_abs_diff"] <= 1e-5  # named inputs, raw strings
+    assert skew["served_inputs_rows"] > 0
     assert skew["feature_max_abs_diff"] <= 1e-5 and skew["features_missing_online"] == 0
     current = base / ".specml" / "serving" / "current"
     manifest = json.loads((current / "serving.json").read_text())
@@ -137,21 +145,23 @@ def test_apply_registers_exports_and_checks_skew(applied) -> None:  # noqa: ANN0
 
 @pytest.mark.slow
 def test_served_champion_answers_tritonclient_like_offline(applied) -> None:  # noqa: ANN001
-    """~3 s: the published champion behind the real server; tritonclient.http and
-    predict-by-entity give the offline (torch, training-set) predictions."""
+    """~3 s: the published champion behind the real server; tritonclient.http with one named
+    input per feature (strings as BYTES) and predict-by-entity give the offline predictions."""
     import numpy as np
     import tritonclient.http as th
-    from specml.runtime.modeling import load_model, predict
     from specml.runtime.serving.testing import http_request
-    from specml.runtime.steps.evaluate import holdout
+    from specml.runtime.steps.evaluate import holdout, load_trained
     from specml.targets.local.serve import server_config
 
     base, plan, result = applied
     run_dir = base / ".specml" / "runs" / result.run_id
-    rows, x, _ = holdout(plan, run_dir / "build_training_set" / "training_set.parquet")
-    model, _ = load_model(plan, run_dir / "train" / "model")
-    offline = predict(model, x)
-    assert np.isnan(x).any()  # missing values travel through the server too
+    model, _ = load_trained(plan, run_dir / "train" / "model")
+    rows, columns, _ = holdout(
+        plan, run_dir / "build_training_set" / "training_set.parquet", model.classes
+    )
+    offline = model.predict(columns)
+    assert np.isnan(columns["monthly_spend"]).any()  # missing values travel through the server
+    assert any(v is None for v in columns["plan_type"])  # and missing strings
     from dataclasses import replace
 
     from specml.runtime.serving.server import running_server
@@ -160,12 +170,23 @@ def test_served_champion_answers_tritonclient_like_offline(applied) -> None:  # 
     with running_server(config) as url:
         client = th.InferenceServerClient(url.removeprefix("http://"))
         assert client.is_server_ready() and client.is_model_ready("churn", "1")
-        assert client.get_model_metadata("churn")["versions"] == ["1"]
-        tensor = th.InferInput("features", list(x.shape), "FP32")
-        tensor.set_data_from_numpy(x)
-        served = client.infer("churn", [tensor]).as_numpy("output")
+        meta = client.get_model_metadata("churn")
+        assert meta["versions"] == ["1"]
+        assert [(i["name"], i["datatype"]) for i in meta["inputs"]][3] == ("plan_type", "BYTES")
+        tensors = []
+        for ref in plan.training.features:
+            values = columns[ref.input_name]
+            if ref.datatype == "BYTES":
+                values = np.array(["" if v is None else v for v in values], dtype=object)
+            tensor = th.InferInput(ref.input_name, [len(values), 1], ref.datatype)
+            tensor.set_data_from_numpy(values.reshape(-1, 1))
+            tensors.append(tensor)
+        answer = client.infer("churn", tensors)
         client.close()
-        np.testing.assert_allclose(served, offline, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(answer.as_numpy("output"), offline, atol=1e-5, rtol=0)
+        labels = answer.as_numpy("label").reshape(-1).astype(str)
+        assert set(labels) <= {"0", "1"}
+        assert (labels == np.where(offline[:, 0] > 0.5, "1", "0")).all()
         keys = [{"customer_id": int(k)} for k in rows["customer_id"].unique()[:20]]
         status, _, body = http_request(
             url, "POST", "/v1/models/churn/predict-by-entity", json.dumps({"entities": keys})
@@ -223,6 +244,10 @@ def test_new_data_retrains_then_challenger_then_champion(applied) -> None:  # no
     [diag] = failed.value.diagnostics
     assert diag.path == ("training", "gates", "must_beat_production")
     assert "roc_auc >= champion v1 + 0.005" in diag.message and "missed by" in diag.message
+    newest = sorted((base / ".specml" / "runs").iterdir())[-1]
+    (report,) = (newest / "evaluate").rglob("*.json")
+    champion = json.loads(report.read_text())["champion"]
+    assert champion["source"] == "rescored"  # v1's graph re-scored through its named inputs
     assert [str(v.version) for v in client.search_model_versions("name='churn'")] == ["1"]
     current = base / ".specml" / "serving" / "current" / "serving.json"
     assert json.loads(current.read_text())["model_version"] == "1"

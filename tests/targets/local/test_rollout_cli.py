@@ -55,13 +55,26 @@ def started(spec: Path) -> Path:
     return path
 
 
-def test_no_rollout_in_progress_is_a_diagnostic_with_a_hint(spec: Path) -> None:
+def test_status_without_a_rollout_says_so_and_rollback_is_a_diagnostic(spec: Path) -> None:
     code, out = cli("rollout", "status", str(spec), "--format", "json")
+    doc = json.loads(out)
+    assert code == 0 and doc["rollout"] is None and not doc["diagnostics"]
+    assert "no rollout" in doc["messages"][0]["message"]
+    code, out = cli("rollout", "status", str(spec))
+    assert code == 0 and "no rollout" in out
+    code, out = cli("rollout", "rollback", str(spec), "--reason", "x", "--format", "json")
     doc = json.loads(out)
     assert code == 3 and doc["diagnostics"][0]["code"] == "no_rollout_in_progress"
     assert "specml rollout run" in doc["diagnostics"][0]["hint"]
-    code, out = cli("rollout", "promote", str(spec))
+    code, out = cli("rollout", "rollback", str(spec), "--reason", "x")
     assert code == 3 and "no rollout in progress" in out
+
+
+def test_promote_without_a_rollout_promotes_the_published_challenger(spec: Path) -> None:
+    code, out = cli("rollout", "promote", str(spec), "--format", "json")
+    assert code == 0, out
+    doc = json.loads(out)["rollout"]
+    assert doc["status"] == "promoted" and doc["challenger_version"] == "2"
 
 
 def test_run_without_a_challenger_says_how_to_get_one(spec: Path) -> None:

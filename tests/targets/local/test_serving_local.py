@@ -54,8 +54,9 @@ def test_serve_blocks_answers_and_stops_on_sigterm(plan, tmp_path: Path) -> None
     port = _free_port()
     code = (
         "from pathlib import Path; from specml.compiler.api import plan_file; "
+        "from specml.targets.base import ServeOptions; "
         "from specml.targets.local.serve import serve; "
-        f"serve(plan_file({str(SPEC)!r}), Path({str(tmp_path)!r}), port={port})"
+        f"serve(plan_file({str(SPEC)!r}), Path({str(tmp_path)!r}), ServeOptions(port={port}))"
     )
     child = subprocess.Popen(
         [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE

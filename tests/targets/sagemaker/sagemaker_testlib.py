@@ -75,6 +75,12 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def of_type(self, type_token: str) -> list[Created]:
         return [c for c in self.created if c.type == type_token]
 
+    def execution(self, type_token: str) -> Created:
+        """The SageMaker execution role (or its policy), among the loop's service roles."""
+        found = [c for c in self.of_type(type_token) if c.name.endswith("-sagemaker-exec")]
+        assert len(found) == 1, f"expected one execution {type_token}, got {found}"
+        return found[0]
+
     def one(self, type_token: str) -> Created:
         found = self.of_type(type_token)
         assert len(found) == 1, f"expected one {type_token}, got {[c.name for c in found]}"

@@ -207,7 +207,12 @@ def test_compiled_dir_runs_in_a_fresh_interpreter(tmp_path: Path) -> None:
         "aws:sagemaker/featureGroup:FeatureGroup",
         "aws:iam/role:Role",
     } <= set(report["types"])
-    assert report["alarms"] == ["demand-forecast-slo-error-rate", "demand-forecast-slo-p95-latency"]
+    assert report["alarms"] == [
+        "demand-forecast-input-drift-critical",  # drift: the drift job's published figure
+        "demand-forecast-input-drift-warn",
+        "demand-forecast-slo-error-rate",
+        "demand-forecast-slo-p95-latency",
+    ]
 
 
 def test_secret_config_keys_are_declared_secret(tmp_path: Path) -> None:

@@ -57,7 +57,7 @@ def allowed_resources(plan: Plan, bucket: str, role_arn: str) -> list[str]:
 
 
 def policy_of(mocks: RecordingMocks) -> dict[str, Any]:
-    raw = mocks.one("aws:iam/rolePolicy:RolePolicy").inputs["policy"]
+    raw = mocks.execution("aws:iam/rolePolicy:RolePolicy").inputs["policy"]
     return json.loads(plain(raw))
 
 
