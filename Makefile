@@ -50,6 +50,8 @@ bench-all: bench
 	$(PY) bench/serving.py
 	$(PY) bench/features.py
 	$(PY) bench/drift.py
+	$(PY) bench/quality.py
+	$(PY) bench/training.py
 	$(PY) bench/apply_scale.py
 
 docs: install

@@ -83,6 +83,7 @@ class Command:
     reporter: Reporter = field(init=False)
     validated: Any = None
     spec: Path | None = None
+    checked: list[Diagnostic] = field(default_factory=list)  # the target's check, as found
 
     def __post_init__(self) -> None:
         self.reporter = Reporter(str(self.fmt))
@@ -130,7 +131,8 @@ class Command:
 
     def target_check(self, target: Any, plan: Any) -> bool:
         """Report what the target cannot do for this Plan; True when nothing blocks it."""
-        issues = self.locate(target.check(plan))
+        self.checked = list(target.check(plan))
+        issues = self.locate(self.checked)
         self.reporter.diagnostics(issues)
         return not any(d.severity == "error" for d in issues)
 

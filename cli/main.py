@@ -158,7 +158,9 @@ def compile_(
         if not cmd.target_check(tgt, the_plan):
             return EXIT_INVALID
         if not check:
-            reporter.emitted(target, emit_into(tgt, the_plan, output))
+            # a target's notes that repeat its check's warnings were reported already
+            repeated = {d.render() for d in cmd.checked}
+            reporter.emitted(target, emit_into(tgt, the_plan, output), repeated)
             return EXIT_OK
         differences = compare_trees(tgt, the_plan, output)
         if not differences:

@@ -16,7 +16,21 @@ from specml.cli.common import (
     SpecArgs,
     TargetOpt,
     operable,
+    usage_error,
 )
+
+
+def _endpoints(items: list[str]) -> dict[str, str]:
+    """`--endpoint ROLE=URL` flags as a mapping (a usage error when one is malformed)."""
+    out: dict[str, str] = {}
+    for item in items:
+        role, sep, url = item.partition("=")
+        if not sep or not role or not url:
+            raise usage_error(
+                f"--endpoint {item!r} is not ROLE=URL", hint="e.g. --endpoint pipelines=http://..."
+            )
+        out[role] = url
+    return out
 
 
 def apply(
@@ -29,6 +43,18 @@ def apply(
     force: Annotated[
         bool, typer.Option("--force", help="Retrain even if nothing changed.")
     ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Print every action and change nothing (cluster targets)."),
+    ] = False,
+    endpoint: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--endpoint",
+            help="A service the target talks to, as ROLE=URL (kubeflow: pipelines=URL, "
+            "kubernetes=URL); default: the environment, then the spec's target settings.",
+        ),
+    ] = None,
     format: FormatOpt = Format.human,
 ) -> None:
     """Apply the spec: run the whole lifecycle (local target: features, training, registry, ONNX)."""
@@ -41,7 +67,13 @@ def apply(
         tgt = operable(target)
         if not cmd.target_check(tgt, the_plan):
             return EXIT_INVALID
-        options = ApplyOptions(force=force, spec_yaml=cmd.validated.composed_yaml())
+        endpoints = _endpoints(endpoint or [])
+        options = ApplyOptions(
+            force=force,
+            spec_yaml=cmd.validated.composed_yaml(),
+            dry_run=dry_run,
+            endpoints=endpoints,
+        )
         result = tgt.apply(the_plan, cmd.base_dir, options)
         cmd.reporter.applied(target, result)
         if serve:  # served after reporting, so the summary prints once and JSON is complete

@@ -143,8 +143,8 @@ class Reporter:
             for change in changes:
                 out.print(f"  {change}", markup=False)
 
-    def emitted(self, target: str, result: Any) -> None:
-        """Files a compile wrote."""
+    def emitted(self, target: str, result: Any, repeated: set[str] | None = None) -> None:
+        """Files a compile wrote, and the target's notes (less those in `repeated`)."""
         files = list(getattr(result, "files", []) or [])
         if self.fmt == "json":
             self.document.update({"target": target, "out_dir": str(result.out_dir), "files": files})
@@ -154,7 +154,8 @@ class Reporter:
         for f in files:
             out.print(f"  {f}", markup=False)
         for note in getattr(result, "notes", ()) or ():
-            out.print(f"  note: {note}", markup=False)
+            if note not in (repeated or set()):
+                out.print(f"  note: {note}", markup=False)
 
     def applied(self, target: str, result: Any) -> None:
         """The outcome of an apply."""
@@ -163,10 +164,16 @@ class Reporter:
         if self.fmt == "json":
             self.document.update({"target": target, "result": payload})
             return
-        self.ok(f"applied to {target}")
+        dry = bool((payload or {}).get("dry_run"))
+        self.ok(f"dry run against {target}: nothing changed" if dry else f"applied to {target}")
         out, _ = self._consoles()
         for key, value in (payload or {}).items():
-            out.print(f"  {key}: {value}", markup=False)
+            if isinstance(value, list):  # e.g. the actions of a (dry) run, one per line
+                out.print(f"  {key}:", markup=False)
+                for item in value:
+                    out.print(f"    - {item}", markup=False)
+            else:
+                out.print(f"  {key}: {value}", markup=False)
 
     def runs(self, system: str, records: Sequence[dict[str, Any]], aliases: dict[str, str]) -> None:
         """The history of applies (newest first)."""

@@ -357,7 +357,9 @@ class Retraining(IRNode):
 class Notifications(IRNode):
     webhook_url: SecretRef | None
     log_alerts: bool
-    webhook_allow_private: bool = False  # private/loopback/link-local hosts allowed (never metadata)
+    webhook_allow_private: bool = (
+        False  # private/loopback/link-local hosts allowed (never metadata)
+    )
 
 
 class ArtifactSpec(IRNode):

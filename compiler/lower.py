@@ -262,7 +262,11 @@ def _slices(spec: MLSystem) -> dict[str, object]:
         return {}
     gates = [
         ir.SliceGate(metric=m, kind=kind, threshold=v)  # type: ignore[arg-type]
-        for kind, table in (("min", e.gates.min), ("max", e.gates.max), ("max_gap", e.gates.max_gap))
+        for kind, table in (
+            ("min", e.gates.min),
+            ("max", e.gates.max),
+            ("max_gap", e.gates.max_gap),
+        )
         for m, v in sorted(table.items())
     ]
     return {

@@ -35,7 +35,7 @@ def replace_atomic(path: str | Path, write: Callable[[Path], None], durable: boo
         tmp.unlink(missing_ok=True)
         raise
     if durable:
-        _fsync_folder(path.parent)
+        fsync_path(path.parent)
     return path
 
 
@@ -52,10 +52,11 @@ def write_json_atomic(path: str | Path, payload: Any, durable: bool = True) -> P
     return write_atomic(path, text, durable)
 
 
-def _fsync_folder(folder: Path) -> None:
-    """Make a rename durable (no-op where folders cannot be opened, e.g. Windows)."""
+def fsync_path(path: Path) -> None:
+    """Flush a file or a folder (a rename in it) to disk; a no-op where it cannot be opened
+    (folders on Windows)."""
     try:
-        fd = os.open(folder, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
         return
     try:

@@ -45,6 +45,10 @@ class ApplyOptions:
     console: Any = None  # a rich Console; None: step progress on stderr unless quiet
     quiet: bool = False
     spec_yaml: str | None = None  # the composed spec, kept with the run (lineage)
+    dry_run: bool = False  # print every action, change nothing (targets that apply remotely)
+    # Service endpoints by role for targets that talk to a cluster (`pipelines`, `kubernetes`);
+    # unset roles come from the environment, then the spec's target settings. Never credentials.
+    endpoints: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -287,7 +287,9 @@ class TrainingSection(SpecModel):
             g = self.evaluation.gates
             for bound, table in (("min", g.min), ("max", g.max), ("max_gap", g.max_gap)):
                 for metric in table:
-                    _check_metric(self.task, metric, ("evaluation", "gates", bound, metric), allowed)
+                    _check_metric(
+                        self.task, metric, ("evaluation", "gates", bound, metric), allowed
+                    )
             if (g.min or g.max or g.max_gap) and not self.evaluation.slices:
                 raise RuleError(
                     ("evaluation", "gates"),

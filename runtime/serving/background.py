@@ -102,6 +102,19 @@ def wait_until_ready(url: str, timeout_s: float = 120.0, alive: Any = None) -> N
         time.sleep(0.05)
 
 
+# A multiprocess-metrics folder in this process's environment (importing feast sets one, shared
+# by everything that inherits it) must not reach a server process: its counters would be summed
+# with those of every other process writing there. Our own workers get a folder of their own.
+_MULTIPROC_VARS = ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR")
+
+
+def _server_env() -> dict[str, str]:
+    """The environment of a server subprocess: ours, less any shared metrics folder."""
+    env = {k: v for k, v in os.environ.items() if k not in _MULTIPROC_VARS}
+    env["FEAST_USAGE"] = "False"
+    return env
+
+
 @contextlib.contextmanager
 def running_server(
     config: ServerConfig, process: bool = False, wait_ready: bool = True
@@ -121,7 +134,7 @@ def running_server(
         [sys.executable, "-m", "specml.runtime.serving", *_cli_args(config)],
         stdout=subprocess.PIPE,
         text=True,
-        env={**os.environ, "FEAST_USAGE": "False"},
+        env=_server_env(),
     )
     try:
         assert child.stdout is not None

@@ -20,6 +20,7 @@ state file, and fault injection for rollback drills.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -158,6 +159,16 @@ class ModelSlot:
             errors.inc()
         if seconds is not None:
             latency.observe(seconds)
+
+    def forget_series(self) -> None:
+        """Drop this version's info and role series (after it stopped serving)."""
+        m = self.model
+        for gauge, labels in (
+            (self.metrics.model_info, (m.name, m.version, m.provider)),
+            (self.metrics.model_role, (*self.labels, self.role)),
+        ):
+            with contextlib.suppress(KeyError):
+                gauge.remove(*labels)
 
     def as_champion(self) -> ModelSlot:
         """The same loaded model, now in the champion role (no fault injection)."""
@@ -332,7 +343,7 @@ class TrafficControl:
             return
         if state.status == "promoted":
             self._retire(t.champion)
-            t.champion.metrics.model_role.remove(*t.champion.labels, "champion")
+            t.champion.forget_series()
             self.table = RouteTable(challenger.as_champion(), None, ALL_CHAMPION, state.status)
             log.info("v%s promoted: now the champion", challenger.version)
             return

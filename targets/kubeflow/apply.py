@@ -48,7 +48,6 @@ KINDS: dict[str, tuple[str, str]] = {
 class KubeflowApplyOptions(ApplyOptions):
     """ApplyOptions plus where the cluster is; None: the environment, then the spec."""
 
-    dry_run: bool = False
     kfp_host: str | None = None
     kfp_token: str | None = None
     kube_api: str | None = None  # API server URL without credentials (else kubeconfig/in-cluster)
@@ -233,9 +232,27 @@ def _apply_pipeline(
             report.actions.append(f"kfp: recurring run '{job}' cron '{_kfp_cron(cron)}'")
 
 
+def _from_base(options: ApplyOptions | None) -> KubeflowApplyOptions:
+    """The CLI's target-neutral options: `--dry-run` and `--endpoint pipelines=URL`,
+    `--endpoint kubernetes=URL`."""
+    if options is None:
+        return KubeflowApplyOptions()
+    endpoints = dict(options.endpoints)
+    return KubeflowApplyOptions(
+        force=options.force,
+        console=options.console,
+        quiet=options.quiet,
+        spec_yaml=options.spec_yaml,
+        dry_run=options.dry_run,
+        endpoints=endpoints,
+        kfp_host=endpoints.get("pipelines"),
+        kube_api=endpoints.get("kubernetes"),
+    )
+
+
 def apply_plan(plan: Plan, files: dict[str, str], options: ApplyOptions | None) -> ApplyReport:
     """Upload and start the pipeline, set the schedules, server-side-apply the manifests."""
-    opts = options if isinstance(options, KubeflowApplyOptions) else KubeflowApplyOptions()
+    opts = options if isinstance(options, KubeflowApplyOptions) else _from_base(options)
     report = ApplyReport(dry_run=opts.dry_run)
     with tempfile.TemporaryDirectory(prefix="specml-kfp-") as tmp:
         pipeline = Path(tmp) / "pipeline.yaml"

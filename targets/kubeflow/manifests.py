@@ -54,8 +54,10 @@ def common_labels(plan: Plan) -> dict[str, str]:
 
 
 def common_annotations(plan: Plan) -> dict[str, str]:
-    """Annotations every manifest carries: the spec hash, for lineage."""
-    return {"specml.io/spec-hash": plan.spec_hash, "specml.io/ir-version": plan.ir_version}
+    """Annotations every manifest carries. Not the spec hash: a manifest changes only when its
+    own content does (`compile --check` after a one-field edit flags only the files it touches);
+    lineage lives in the Plan the controller's ConfigMap and the pipeline carry."""
+    return {"specml.io/ir-version": plan.ir_version}
 
 
 def short_hash(plan: Plan) -> str:

@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from specml.runtime.files import fsync_path
+
 STAGING_PREFIX = ".promote-"
 _STALE_STAGING_S = 60.0  # a staging folder this old belongs to a killed promotion
 _AT_FDCWD, _RENAME_EXCHANGE = -100, 2
@@ -61,7 +63,7 @@ def swap_in(new: Path, target: Path) -> None:
         target.rename(old)
         new.rename(target)
         shutil.rmtree(old, ignore_errors=True)
-    _fsync_path(target.parent)
+    fsync_path(target.parent)
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -83,23 +85,12 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(code, os.strerror(code), str(b))
 
 
-def _fsync_path(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _fsync_tree(folder: Path) -> None:
     """The copy is on disk before it is swapped in (a power cut never serves empty files)."""
     for root, _, files in os.walk(folder):
         for name in files:
-            _fsync_path(Path(root) / name)
-        _fsync_path(Path(root))
+            fsync_path(Path(root) / name)
+        fsync_path(Path(root))
 
 
 def remove_stale_staging(serving: Path) -> None:

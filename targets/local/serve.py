@@ -8,6 +8,7 @@ drills: env SPECML_INJECT_LATENCY_MS / SPECML_INJECT_ERROR_RATE (challenger only
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,10 @@ def serve(plan: Plan, base_dir: Path, options: ServeOptions | None = None) -> No
         inject_latency_ms=injected.latency_ms,
         inject_error_rate=injected.error_rate,
     )
+    # serving.workers: processes on one port (0: from this machine's cores). Only `specml serve`
+    # forks workers; in-process servers (skew check, tests) stay one process.
+    workers = plan.endpoint.workers
+    config = dataclasses.replace(config, workers=0 if workers is None else workers)
     _log_to_stderr()
     try:
         serve_forever(config)

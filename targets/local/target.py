@@ -101,6 +101,17 @@ class LocalTarget:
         from specml.targets.local.promotion import finish_pending
 
         options = options or ApplyOptions()
+        if options.dry_run:
+            raise TargetError(
+                [
+                    Diagnostic(
+                        "the local target has no dry run: it applies on this machine",
+                        hint="`specml plan SPEC --target local` shows what apply would change",
+                        stage="usage",
+                        code="usage",
+                    )
+                ]
+            )
         errors = [d for d in self.check(plan) if d.severity == "error"]
         if errors:
             raise TargetError(errors)

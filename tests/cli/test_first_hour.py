@@ -176,6 +176,7 @@ def test_each_warning_is_printed_once(churn: Path, tmp_path: Path) -> None:
     done = specml("compile", str(churn), "--target", "kubeflow", "-o", str(tmp_path / "kf"))
     warnings = [line for line in done.stderr.splitlines() if ": warning: " in line]
     assert warnings and len(warnings) == len(set(warnings))
+    assert "warning:" not in done.stdout  # not again among the compile's notes
 
 
 @pytest.mark.parametrize("case", ["gpu_training_on_cpu_instance", "gpu_serving_on_cpu_instance"])
@@ -212,3 +213,36 @@ def test_an_error_from_a_target_is_shown_at_the_spec_line(
     found = json.loads(capsys.readouterr().out)["diagnostics"][0]
     line = churn.read_text().splitlines()[found["line"] - 1]
     assert found["file"] == str(churn) and "roc_auc" in line
+
+
+def test_rollout_run_shows_progress_while_a_step_holds(capsys: pytest.CaptureFixture[str]) -> None:
+    from types import SimpleNamespace
+
+    from specml.cli.common import Format
+    from specml.cli.rollout import _Progress
+
+    now = [0.0]
+    progress = _Progress(Format.human, every_s=10.0)
+    progress.clock = lambda: now[0]
+
+    def decision(action: str, breaches: tuple[str, ...] = ()) -> SimpleNamespace:
+        return SimpleNamespace(
+            action=action,
+            status="canary",
+            step_index=1,
+            traffic_percent=5.0,
+            breaches=list(breaches),
+            consecutive_failures=len(breaches),
+        )
+
+    for t in (0.0, 3.0, 6.0, 11.0, 12.0):  # holds: the first, then one per 10 s
+        now[0] = t
+        progress(decision("hold"))
+    progress(decision("advance"))
+    progress(decision("hold", ("p95_latency_ms 80 > 50",)))
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["hold", "hold", "advance", "hold"]
+    assert "p95_latency_ms" in lines[-1] and "(1 in a row)" in lines[-1]
+    quiet = _Progress(Format.json)
+    quiet(decision("advance"))
+    assert capsys.readouterr().err == ""

@@ -190,6 +190,9 @@ def test_promoted_state_makes_the_challenger_the_champion_without_a_restart(plan
             lab["version"]: lab["role"] for lab, _ in metric_samples(text, "specml_model_role")
         }
         assert roles == {"2": "champion"}
+        # the old champion's info series is gone too: dashboards see one served version
+        info = {lab["version"] for lab, _ in metric_samples(text, "specml_model_info")}
+        assert info == {"2"}
 
 
 def test_fault_injection_hits_only_the_challenger_and_users_never_see_it(plan, dirs) -> None:  # type: ignore[no-untyped-def]

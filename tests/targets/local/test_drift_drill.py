@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from specml.compiler.api import plan_file
@@ -44,8 +45,16 @@ def make_spec(folder: Path) -> Path:
     return folder / "spec.yaml"
 
 
-def send_traffic(plan, base: Path, rows: np.ndarray) -> None:  # noqa: ANN001
-    """POST the rows to a real in-process server (KServe v2 infer, 50 rows a request)."""
+def _wire(values: pd.Series, datatype: str) -> list:
+    """One named input's JSON data: null for a missing value (NaN / None)."""
+    if datatype == "BYTES":
+        return [None if v is None or v != v else str(v) for v in values]
+    return [None if v != v else float(v) for v in values.astype("float64")]
+
+
+def send_traffic(plan, base: Path, rows) -> None:  # noqa: ANN001
+    """POST the rows (a frame with one column per feature ref) to a real in-process server:
+    KServe v2 infer with one named input per feature, 50 rows a request."""
     from specml.runtime.serving.server import running_server
     from specml.runtime.serving.testing import http_request
     from specml.targets.local.serve import server_config
@@ -57,16 +66,17 @@ def send_traffic(plan, base: Path, rows: np.ndarray) -> None:  # noqa: ANN001
     )
     with running_server(config) as url:
         for i in range(0, len(rows), 50):
-            chunk = rows[i : i + 50].astype(np.float32)
+            chunk = rows.iloc[i : i + 50]
             body = {
                 "id": f"drill-{i}",
                 "inputs": [
                     {
-                        "name": "features",
-                        "shape": list(chunk.shape),
-                        "datatype": "FP32",
-                        "data": chunk.ravel().tolist(),
+                        "name": f.input_name,
+                        "shape": [len(chunk), 1],
+                        "datatype": f.datatype,
+                        "data": _wire(chunk[f.ref], f.datatype),
                     }
+                    for f in plan.training.features
                 ],
             }
             status, _, answer = http_request(
@@ -97,19 +107,23 @@ def test_drift_drill(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert (current / FEATURE_REFERENCE).exists() and (current / PREDICTION_REFERENCE).exists()
 
     # Traffic = rows like the training rows (the training set the run built), in random order.
-    import pandas as pd
-
     names = [f.ref for f in plan.training.features]
+    numeric = [f.ref for f in plan.training.features if f.categorical is None]
     (training_set,) = (wd / "runs" / first.run_id).glob("build_training_set/*.parquet")
     rng = np.random.default_rng(0)
-    pool = pd.read_parquet(training_set)[names].to_numpy(dtype=np.float64)
-    calm = pool[rng.choice(len(pool), 800, replace=True)]
+    pool = pd.read_parquet(training_set)[names]
+    calm = pool.iloc[rng.choice(len(pool), 800, replace=True)].reset_index(drop=True)
 
     # 2. unshifted: nothing fires
     send_traffic(plan, base, calm)
     logged = read_requests(request_log_dir(wd))
     assert len(logged) == 800 and set(logged["model_version"]) == {"1"}
-    np.testing.assert_allclose(logged[names].to_numpy(), calm.astype(np.float32), rtol=0, atol=0)
+    np.testing.assert_allclose(
+        logged[numeric].to_numpy(dtype=np.float64),
+        calm[numeric].to_numpy(dtype=np.float32),
+        rtol=0,
+        atol=0,
+    )
     started = time.perf_counter()
     quiet = monitor_once(plan, base, MonitorOptions(evidently=False))
     assert quiet.summary["alerts"]["feature_drift"] == "ok", quiet.summary["drift"]
@@ -120,8 +134,7 @@ def test_drift_drill(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # 3. shifted: monthly_spend up by one standard deviation
     clear_log(wd)
     shifted = calm.copy()
-    j = names.index(SPEND)
-    shifted[:, j] += pool[:, j].std()
+    shifted[SPEND] = shifted[SPEND] + pool[SPEND].std()
     send_traffic(plan, base, shifted)
     loud = monitor_once(plan, base, MonitorOptions(evidently=False))
     psi = loud.summary["drift"]["features"][SPEND]["psi"]
