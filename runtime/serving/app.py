@@ -21,6 +21,8 @@ With a challenger loaded (rollouts, see roles.py) each inference request is rout
 state: shadow mirrors it to the challenger (users get the champion's answer), canary sends the
 router's share to the challenger. `/versions/{v}/infer` asks one version directly. Every answer
 names the version that produced it (`model_version` and the X-Specml-Model-Version header).
+`parameters: {"explain": true}` on an infer request adds the `contributions` output (tree models,
+explain.py), computed by the champion (or the pinned version) that also answers; other models 400.
 Every refusal is a 4xx with {"error": "..."}; an unexpected failure is a 500, never a crash.
 """
 
@@ -46,6 +48,7 @@ from specml.runtime.serving.online_features import (
     StoreUnavailable,
 )
 from specml.runtime.serving.protocol import (
+    CONTRIBUTIONS,
     ProtocolError,
     decode_infer,
     encode_infer,
@@ -342,9 +345,17 @@ class InferenceApp:
             champion.outputs,
         )
         request_id = self._request_id(infer.request_id, request)
+        if infer.explain:  # one model gives the answer and its contributions: the champion
+            pinned = pinned or self.traffic.table.champion
+            if pinned.model.explainer is None:
+                pinned.model.explain(infer.inputs)  # the 400 naming why
         slot, results = await self._answer(infer.inputs, request_id, "infer", pinned)
         model = slot.model
         parameters = {model.manifest.output_name: model.manifest.output_parameters()}
+        if infer.explain:
+            results = dict(results)
+            results[CONTRIBUTIONS] = await asyncio.to_thread(model.explain, infer.inputs)
+            parameters[CONTRIBUTIONS] = model.explainer.parameters()
         body, header_length = encode_infer(model.name, slot.version, infer, results, parameters)
         headers = _version_headers(slot)
         if header_length is None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 from specml.runtime.serving.categories import CategoryGuard, CategoryPolicy
-from specml.runtime.serving.protocol import InputSchema, TensorSpec
+from specml.runtime.serving.protocol import InputSchema, ProtocolError, TensorSpec
 
 log = logging.getLogger("specml.serving")
 
@@ -38,6 +38,7 @@ ORT_TO_DATATYPE = {
     "tensor(string)": "BYTES",
 }
 DATATYPES = ("FP32", "INT64", "BYTES")
+NO_EXPLAIN = "explanations are available for lightgbm and xgboost models"
 
 
 class ModelLoadError(Exception):
@@ -60,6 +61,7 @@ class ServingManifest:
     classes: tuple[str | int, ...] | None = None
     positive_class: str | int | None = None
     categorical: dict[str, CategoryPolicy] = field(default_factory=dict)
+    explain: dict[str, Any] | None = None  # trees: the native booster (serving/explain.py)
 
     @classmethod
     def load(cls, path: Path) -> ServingManifest:
@@ -104,6 +106,7 @@ class ServingManifest:
             classes=tuple(classes) if classes else None,
             positive_class=raw.get("positive_class"),
             categorical=categorical,
+            explain=raw.get("explain") or None,
         )
 
     def output_parameters(self) -> dict[str, Any]:
@@ -169,6 +172,16 @@ class ServedModel:
             raise ModelLoadError(
                 f"serving.json 'categorical' does not fit the inputs: {exc}"
             ) from None
+        self.explainer: Any = None
+        if self.manifest.explain is not None:
+            from specml.runtime.serving.explain import Explainer
+
+            m = self.manifest
+            try:
+                names = tuple(i.name for i in m.inputs)
+                self.explainer = Explainer(self.model_dir, m.explain, names, m.task, m.classes)
+            except ValueError as exc:
+                raise ModelLoadError(f"serving.json 'explain': {exc}") from None
         self._ready = threading.Event()
         self._ready.set()
 
@@ -238,6 +251,20 @@ class ServedModel:
         """Score the input dict; ONNX Runtime sessions are safe to call from several threads."""
         values = self.session.run(self._output_names, inputs)
         return dict(zip(self._output_names, values, strict=True))
+
+    def explain(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        """Per-input contributions (serving/explain.py); a 400 for models without a booster."""
+        if self.explainer is None:
+            raise ProtocolError(
+                f"{NO_EXPLAIN}; model '{self.name}' version {self.version} is not one (its "
+                "serving.json has no 'explain'): drop parameters.explain"
+            )
+        try:
+            return self.explainer.contributions(inputs)
+        except ImportError as exc:
+            from specml.runtime.serving.explain import library_missing
+
+            raise ProtocolError(library_missing(exc, self.explainer.family)) from None
 
     def output_parameters(self, name: str) -> dict[str, Any]:
         """The `parameters` of output `name` in metadata and responses (class names)."""

@@ -62,6 +62,7 @@ NUMPY_TO_DATATYPE: dict[str, str] = {
 
 
 _DATATYPE_BY_DTYPE: dict[np.dtype, str] = {np.dtype(k): v for k, v in NUMPY_TO_DATATYPE.items()}
+CONTRIBUTIONS = "contributions"  # the output parameters.explain adds (serving/explain.py)
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ class InferRequest:
     request_id: str | None
     inputs: dict[str, np.ndarray]
     outputs: tuple[OutputRequest, ...]
+    explain: bool = False  # parameters.explain: add the `contributions` output (explain.py)
 
 
 def rows_of(inputs: dict[str, np.ndarray]) -> int:
@@ -174,17 +176,29 @@ def decode_infer(
             f"{len(binary) - offset} bytes of binary data follow the JSON header "
             "but no input declares them"
         )
+    explain = params.get("explain", False)
+    if not isinstance(explain, bool):
+        raise ProtocolError(
+            "parameters.explain must be a boolean (true adds the 'contributions' output)"
+        )
     decoded = decode_tensors(tensors, schema)
-    return InferRequest(request_id, decoded, _decode_outputs(header, params, model_outputs))
+    outputs = _decode_outputs(header, params, model_outputs, (CONTRIBUTIONS,) if explain else ())
+    if explain and CONTRIBUTIONS not in {o.name for o in outputs}:
+        binary = params.get("binary_data_output", False)
+        outputs = (*outputs, OutputRequest(CONTRIBUTIONS, binary))
+    return InferRequest(request_id, decoded, outputs, explain)
 
 
 def _decode_outputs(
-    header: dict[str, Any], params: dict[str, Any], model_outputs: tuple[TensorSpec, ...]
+    header: dict[str, Any],
+    params: dict[str, Any],
+    model_outputs: tuple[TensorSpec, ...],
+    extra: tuple[str, ...] = (),
 ) -> tuple[OutputRequest, ...]:
     binary_default = params.get("binary_data_output", False)
     if not isinstance(binary_default, bool):
         raise ProtocolError("parameters.binary_data_output must be a boolean")
-    known = {o.name for o in model_outputs}
+    known = {o.name for o in model_outputs} | set(extra)
     requested = header.get("outputs")
     if requested is None:
         return tuple(OutputRequest(o.name, binary_default) for o in model_outputs)
