@@ -35,19 +35,9 @@ class _Checker:
         severity: Severity = "error",
         code: str = "reference",
     ) -> None:
-        file, pos = self.composed.locate(path)
-        line, col = pos if pos else (None, None)
         self.diagnostics.append(
-            Diagnostic(
-                message,
-                path=path,
-                file=file,
-                line=line,
-                col=col,
-                hint=hint,
-                severity=severity,
-                stage="check",
-                code=code,
+            self.composed.diagnostic(
+                path, message, hint=hint, code=code, stage="check", severity=severity
             )
         )
 

@@ -15,7 +15,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from specml.compiler.errors import Diagnostic, SpecError, YamlPath, did_you_mean, has_child
+from specml.compiler.errors import (
+    Diagnostic,
+    Severity,
+    SpecError,
+    Stage,
+    YamlPath,
+    did_you_mean,
+    has_child,
+)
 from specml.compiler.load import Position, SourceDoc, load_file
 
 Origin = tuple[str, Position | None]  # (file or "<override N>", position)
@@ -39,6 +47,32 @@ class Composed:
             if path[:cut] in self.origins:
                 return self.origins[path[:cut]]
         return (self.base_file, None)
+
+    def diagnostic(
+        self,
+        path: YamlPath,
+        message: str,
+        *,
+        hint: str | None,
+        code: str,
+        stage: Stage,
+        severity: Severity = "error",
+        key: bool = False,
+    ) -> Diagnostic:
+        """A Diagnostic for `path`, at the FILE:LINE:COL `locate` finds for it."""
+        file, pos = self.locate(path, key=key)
+        line, col = pos if pos else (None, None)
+        return Diagnostic(
+            message,
+            path=path,
+            file=file,
+            line=line,
+            col=col,
+            hint=hint,
+            severity=severity,
+            stage=stage,
+            code=code,
+        )
 
 
 def _drop_below(table: dict[YamlPath, Origin], path: YamlPath) -> None:

@@ -41,19 +41,9 @@ class _Contract:
         severity: Severity = "error",
         key: bool = False,
     ) -> None:
-        file, pos = self.composed.locate(path, key=key)
-        line, col = pos if pos else (None, None)
         self.diagnostics.append(
-            Diagnostic(
-                message,
-                path=path,
-                file=file,
-                line=line,
-                col=col,
-                hint=hint,
-                severity=severity,
-                stage="check",
-                code=code,
+            self.composed.diagnostic(
+                path, message, hint=hint, code=code, stage="check", severity=severity, key=key
             )
         )
 

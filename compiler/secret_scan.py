@@ -121,18 +121,13 @@ def scan_secrets(composed: Composed) -> list[Diagnostic]:
             return
         what = secret_kind(path[-1] if path else None, node)
         if what:
-            file, pos = composed.locate(path)
-            line, col = pos if pos else (None, None)
             found.append(
-                Diagnostic(
+                composed.diagnostic(
+                    path,
                     f"this value looks like {what}; specs never hold secret values",
-                    path=path,
-                    file=file,
-                    line=line,
-                    col=col,
-                    stage="check",
-                    code="secret",
                     hint="reference it instead: `{env: NAME}` or `{secret: name}`",
+                    code="secret",
+                    stage="check",
                 )
             )
 

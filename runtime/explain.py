@@ -57,7 +57,7 @@ def feature_importance(
     if len(labels) == 0:
         return {"method": "none", "features": {}}
     if plan.training.model.type in ("lightgbm", "xgboost"):
-        from specml.runtime.families.trees import native_contributions
+        from specml.runtime.families.tree_booster import native_contributions
 
         contrib = native_contributions(model, cols)
         values = {f.input_name: float(contrib[:, i].mean()) for i, f in enumerate(model.features)}

@@ -24,18 +24,17 @@ import numpy as np
 from specml.compiler.ir import FeatureRef, Plan
 from specml.runtime.encoding import (
     Vocabulary,
-    as_text,
     class_names,
     learn_vocabularies,
     missing_mask,
 )
+from specml.runtime.families.tree_booster import booster_columns, booster_matrix
 
 Columns = Mapping[str, np.ndarray]
 PIPELINE_FILE = "pipeline.joblib"
 META_FILE = "model.json"
 OPSET = 17
 ML_OPSET = 3
-EXPLAIN_FILES = {"lightgbm": "model.txt", "xgboost": "model.json"}  # the native booster
 _PLACEHOLDER = "\x00specml-empty-vocabulary"  # OrdinalEncoder needs one category per input
 
 
@@ -346,16 +345,6 @@ class TreeModel:
         }
         (folder / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
 
-    def export_explainer(self, folder: Path) -> dict[str, Any]:
-        """Write the native booster beside the graph; returns serving.json's `explain` entry."""
-        file = EXPLAIN_FILES[self.family]
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        if self.family == "lightgbm":
-            self.booster.booster_.save_model(str(Path(folder) / file))
-        else:
-            self.booster.get_booster().save_model(str(Path(folder) / file))
-        return {"family": self.family, "file": file, "columns": booster_columns(self)}
-
     def export_onnx(self, path: Path) -> None:
         """One graph: raw inputs -> encoders -> trees -> `output` (and `label` as class names)."""
         from specml.runtime.families.tree_onnx import pipeline_to_onnx
@@ -376,70 +365,9 @@ def load(plan: Plan, folder: Path) -> TreeModel:
     return TreeModel(plan, pipeline, vocabs, classes, meta.get("training_device", "cpu"))
 
 
-def booster_columns(model: TreeModel) -> list[dict[str, Any]]:
-    """How each raw input becomes one booster column, read off the fitted encoders: a number
-    passes as float32 (NaN missing); a categorical's value at position i of `codes` is code i
-    ("" is the missing string), any other value `unknown_code`. Serving uses the same list."""
-    encode = model.pipeline.named_steps["encode"]
-    out: list[dict[str, Any]] = []
-    for f in model.features:
-        encoder = encode.named_transformers_.get(f"cat_{f.input_name}")
-        column: dict[str, Any] = {"name": f.input_name, "datatype": f.datatype}
-        if encoder is not None:
-            codes = encoder.categories_[0]
-            column["codes"] = [v.item() if hasattr(v, "item") else v for v in codes]
-            column["unknown_code"] = int(encoder.unknown_value)
-        out.append(column)
-    return out
-
-
-def booster_matrix(columns: list[dict[str, Any]], raw: Columns) -> np.ndarray:
-    """The booster's input [N, F] float32 from raw columns (1-D or [N, 1]) per `booster_columns`."""
-    import pandas as pd
-
-    out = []
-    for column in columns:
-        values = np.asarray(raw[column["name"]]).reshape(-1)
-        if "codes" not in column:
-            out.append(values.astype(np.float32))
-            continue
-        if column["datatype"] == "BYTES":
-            probe = as_text(values, missing_mask(values))
-            keys = pd.Index(column["codes"], dtype=object)
-        else:
-            probe = values.astype(np.int64)
-            keys = pd.Index(np.asarray(column["codes"], dtype=np.int64))
-        index = keys.get_indexer(probe)
-        out.append(np.where(index < 0, column["unknown_code"], index).astype(np.float32))
-    return np.column_stack(out).astype(np.float32, copy=False)
-
-
-def native_contributions(model: TreeModel, columns: Columns) -> np.ndarray:
-    """Per-row, per-input contributions (SHAP values of the trees) [N, F], summed over classes."""
-    x = model.encoded(columns)
-    if model.family == "lightgbm":
-        raw = np.asarray(model.booster.booster_.predict(x, pred_contrib=True))
-    else:
-        import xgboost as xgb
-
-        dm = xgb.DMatrix(
-            x, feature_types=model.booster.feature_types, enable_categorical=True, missing=np.nan
-        )
-        raw = np.asarray(model.booster.get_booster().predict(dm, pred_contribs=True))
-    n_inputs = len(model.features)
-    if raw.ndim == 3:  # xgboost multiclass: [N, K, F+1]
-        return np.abs(raw[:, :, :n_inputs]).sum(axis=1)
-    width = n_inputs + 1
-    blocks = raw.reshape(len(x), -1, width)[:, :, :n_inputs]  # lightgbm multiclass: K blocks
-    return np.abs(blocks).sum(axis=1)
-
-
 __all__ = [
     "TreeModel",
-    "booster_columns",
-    "booster_matrix",
     "class_names",
     "fit",
     "load",
-    "native_contributions",
 ]

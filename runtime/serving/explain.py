@@ -1,12 +1,12 @@
 """Per-request contributions of tree models: the native booster exported beside model.onnx.
 
 serving.json's `explain` ({"family": "lightgbm" | "xgboost", "file", "columns"}) names the booster
-file and how each raw input becomes a booster column (`trees.booster_columns`, the encoding the
-graph does); `trees.booster_matrix` applies it here exactly as in training. The contributions are
-the library's own SHAP values (LightGBM `pred_contrib`, XGBoost `pred_contribs`) in the model's raw
-score space: one column per input in the spec's order, then the bias, and per row they sum to the
-raw score (log-odds for binary, per-class logits for multiclass, the margin for regression).
-Multiclass rows hold K such blocks, one per class in class order: [N, K * (F + 1)].
+file and how each raw input becomes a booster column (`tree_booster.booster_columns`, the encoding
+the graph does); `tree_booster.booster_matrix` applies it here exactly as in training. The
+contributions are the library's own SHAP values (LightGBM `pred_contrib`, XGBoost `pred_contribs`)
+in the model's raw score space: one column per input in the spec's order, then the bias, and per
+row they sum to the raw score (log-odds for binary, per-class logits for multiclass, the margin
+for regression). Multiclass rows hold K such blocks, one per class in class order: [N, K * (F + 1)].
 
 This module is imported only for models whose serving.json has `explain`; the booster (and its
 library) load on the first explain request.
@@ -78,7 +78,7 @@ class Explainer:
 
     def contributions(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         """FP32 [N, K * (F + 1)] contributions of a decoded request (input name -> [N, 1])."""
-        from specml.runtime.families.trees import booster_matrix
+        from specml.runtime.families.tree_booster import booster_matrix
 
         x = booster_matrix(self.columns, inputs)
         width = self.blocks * (len(self.columns) + 1)

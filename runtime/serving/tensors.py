@@ -217,6 +217,19 @@ def _binary_strings(raw: bytes, count: int, where: str) -> np.ndarray:
     return out
 
 
+def _binary_numbers(
+    raw: bytes, datatype: str, count: int, shape: tuple[int, ...], where: str
+) -> np.ndarray:
+    """`count` little-endian numbers of the binary extension, refused unless exactly that size."""
+    dtype = NUMERIC_WIRE_DTYPES[datatype]
+    if len(raw) != count * dtype.itemsize:
+        raise ProtocolError(
+            f"{where}: binary data is {len(raw)} bytes but shape {list(shape)} "
+            f"{datatype} needs {count * dtype.itemsize}"
+        )
+    return np.frombuffer(raw, dtype=dtype)
+
+
 def serialize_strings(values: np.ndarray) -> bytes:
     """Triton's BYTES serialisation of an array of str/bytes (length-prefixed, little-endian)."""
     parts = []
@@ -259,13 +272,7 @@ def _decode_one(tensor: WireTensor, spec: TensorSpec, where: str) -> np.ndarray:
         if datatype == "BYTES":
             flat = _binary_strings(tensor.raw, rows, where)
         else:
-            dtype = NUMERIC_WIRE_DTYPES[datatype]
-            if len(tensor.raw) != rows * dtype.itemsize:
-                raise ProtocolError(
-                    f"{where}: binary data is {len(tensor.raw)} bytes but shape {list(shape)} "
-                    f"{datatype} needs {rows * dtype.itemsize}"
-                )
-            flat = np.frombuffer(tensor.raw, dtype=dtype)
+            flat = _binary_numbers(tensor.raw, datatype, rows, shape, where)
     elif tensor.data is None:
         raise ProtocolError(f"{where} is missing 'data'")
     elif datatype == "BYTES":
@@ -329,13 +336,7 @@ def _decode_matrix(tensor: WireTensor, schema: InputSchema) -> dict[str, np.ndar
         )
     count = shape[0] * n
     if tensor.raw is not None:
-        dtype = NUMERIC_WIRE_DTYPES[datatype]
-        if len(tensor.raw) != count * dtype.itemsize:
-            raise ProtocolError(
-                f"{where}: binary data is {len(tensor.raw)} bytes but shape {list(shape)} "
-                f"{datatype} needs {count * dtype.itemsize}"
-            )
-        flat = np.frombuffer(tensor.raw, dtype=dtype)
+        flat = _binary_numbers(tensor.raw, datatype, count, shape, where)
     elif tensor.data is None:
         raise ProtocolError(f"{where} is missing 'data'")
     else:

@@ -49,13 +49,12 @@ def die_with_parent(parent: int) -> None:
     must not leave workers serving on its port); exits at once if the parent is already gone."""
     import contextlib
     import ctypes
-    import sys
 
     # not Linux (no prctl): the supervisor's own stop() still ends its workers
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:
-        sys.exit(0)
+    if os.getppid() != parent:  # os._exit: no SystemExit for a pool initializer to log
+        os._exit(0)
 
 
 def _worker_main(config: ServerConfig, listen: socket.socket, parent: int) -> None:

@@ -154,9 +154,10 @@ def export_onnx(
         optimized = guard_int8(plan, folder / ONNX_FILE, columns, y_holdout)
         if optimized is not None:  # serving.optimize: which graph is served, and why
             manifest["optimize"] = optimized
-        explainer = getattr(model, "export_explainer", None)  # trees: per-request contributions
-        if explainer is not None:
-            manifest["explain"] = explainer(folder)
+        from specml.runtime.families.tree_booster import EXPLAIN_FILES, export_explainer
+
+        if plan.training.model.type in EXPLAIN_FILES:  # trees: per-request contributions
+            manifest["explain"] = export_explainer(model, folder)
         write_json(folder / MANIFEST, manifest)
         from specml.runtime.monitor.reference import write_training_reference
 

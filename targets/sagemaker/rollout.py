@@ -14,6 +14,7 @@ from typing import Literal
 
 from specml.compiler.errors import Diagnostic
 from specml.compiler.ir import Plan, RolloutStep
+from specml.targets.sagemaker.diagnostics import unsupported
 
 MAX_WAIT_S = 3600
 MAX_TERMINATION_WAIT_S = 3600
@@ -47,14 +48,7 @@ class TrafficRouting:
 
 
 def _warn(message: str, path: tuple[str | int, ...], hint: str | None = None) -> Diagnostic:
-    return Diagnostic(
-        f"sagemaker: {message}",
-        path=path,
-        hint=hint,
-        severity="warning",
-        stage="unsupported",
-        code="sagemaker_rollout_approximated",
-    )
+    return unsupported(message, path, hint, "sagemaker_rollout_approximated")
 
 
 def _clamp_wait(seconds: int, path: tuple[str | int, ...], what: str, out: list[Diagnostic]) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from specml.compiler.errors import Diagnostic
 from specml.compiler.ir import Plan
 from specml.targets.sagemaker.alarms import alarm_specs
+from specml.targets.sagemaker.diagnostics import unsupported
 
 _DAYS = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")
 _DESCRIPTORS = {
@@ -58,16 +59,7 @@ def loop_diagnostics(plan: Plan) -> list[Diagnostic]:
     alarmed = {s.source for s in alarm_specs(plan)[0]}
 
     def warn(message: str, path: tuple[str | int, ...], hint: str, code: str) -> None:
-        out.append(
-            Diagnostic(
-                f"sagemaker: {message}",
-                path=path,
-                hint=hint,
-                severity="warning",
-                stage="unsupported",
-                code=code,
-            )
-        )
+        out.append(unsupported(message, path, hint, code))
 
     for i, trigger in enumerate(plan.retraining.triggers):
         path = ("retraining", "triggers", i)

@@ -10,6 +10,7 @@ from specml.compiler.ir import Plan
 from specml.targets.base import EmitResult
 from specml.targets.sagemaker import project
 from specml.targets.sagemaker.alarms import alarm_specs
+from specml.targets.sagemaker.diagnostics import unsupported
 from specml.targets.sagemaker.features import feature_diagnostics
 from specml.targets.sagemaker.pipeline_definition import (
     build_definition,
@@ -37,19 +38,6 @@ def _missing_settings() -> Diagnostic:
         hint="add e.g. `targets: {sagemaker: {region: eu-west-1, instance_type: ml.m5.large}}`",
         stage="target",
         code="sagemaker_missing_settings",
-    )
-
-
-def _warn(
-    message: str, path: tuple[str | int, ...], hint: str | None = None, code: str = "sagemaker_note"
-) -> Diagnostic:
-    return Diagnostic(
-        f"sagemaker: {message}",
-        path=path,
-        hint=hint,
-        severity="warning",
-        stage="unsupported",
-        code=code,
     )
 
 
@@ -98,7 +86,7 @@ def _tuning_diagnostics(plan: Plan) -> list[Diagnostic]:
     if tuning is None:
         return []
     return [
-        _warn(
+        unsupported(
             f"the {tuning.trials} trials run one after another inside the one training job "
             "(no parallel jobs, as SageMaker Automatic Model Tuning would), and the study is "
             "not kept between pipeline executions",
@@ -115,7 +103,7 @@ def _settings_diagnostics(plan: Plan) -> list[Diagnostic]:
     out: list[Diagnostic] = []
     if not sm.image:
         out.append(
-            _warn(
+            unsupported(
                 "targets.sagemaker.image is not set; the Pulumi program requires config `image`",
                 ("targets", "sagemaker", "image"),
                 hint="set an ECR image with specml installed in the spec, or `pulumi config set image`",
@@ -124,7 +112,7 @@ def _settings_diagnostics(plan: Plan) -> list[Diagnostic]:
         )
     if sm.role_arn or sm.role_from_stack:
         out.append(
-            _warn(
+            unsupported(
                 "the execution role is not created here, so it is not granted this system's bucket, "
                 "feature groups and logs",
                 ("targets", "sagemaker", "role"),
@@ -135,7 +123,7 @@ def _settings_diagnostics(plan: Plan) -> list[Diagnostic]:
     ep = plan.endpoint.resources
     if ep.cpu or ep.memory:
         out.append(
-            _warn(
+            unsupported(
                 f"serving.resources cpu/memory are not used; instance type {sm.instance_type} "
                 "decides the endpoint's capacity",
                 ("serving", "resources"),
@@ -145,7 +133,7 @@ def _settings_diagnostics(plan: Plan) -> list[Diagnostic]:
     tr = plan.training.resources
     if tr.cpu or tr.memory:
         out.append(
-            _warn(
+            unsupported(
                 f"training.resources cpu/memory are not used; instance type "
                 f"{sm.training_instance_type} decides the training job's capacity",
                 ("training", "resources"),

@@ -20,6 +20,7 @@ from specml.compiler.ir import FeatureRef, Plan
 from specml.compiler.lower import lower
 from specml.runtime.encoding import default_categorical, encode_labels, learn_classes
 from specml.runtime.families import family_for
+from specml.runtime.families.tree_booster import export_explainer
 from specml.runtime.serving import ServerConfig, running_server
 from specml.runtime.serving.testing import http_request, write_model_dir
 from specml.runtime.steps.export import model_vocabularies, serving_manifest
@@ -118,7 +119,7 @@ def export_folder(family: str, task: str, folder: Path) -> tuple[Any, dict[str, 
         positive_class=model.classes[1] if len(model.classes) == 2 else None,
         vocabularies=model_vocabularies(model, {}),
     )
-    manifest["explain"] = model.export_explainer(folder)
+    manifest["explain"] = export_explainer(model, folder)
     (folder / "serving.json").write_text(json.dumps(manifest))
     rows = {k: v[check] for k, v in cols.items()}
     odd = {  # unseen and missing categories, NaN numbers, an unseen year
@@ -209,7 +210,8 @@ def test_contributions_sum_to_the_served_score(family: str, task: str, tmp_path:
 
 def test_booster_columns_encode_as_the_fitted_pipeline(tmp_path: Path) -> None:
     """The one mapping serving uses equals the graph's encoders on unseen and missing values."""
-    from specml.runtime.families.trees import _raw_frame, booster_columns, booster_matrix
+    from specml.runtime.families.tree_booster import booster_columns, booster_matrix
+    from specml.runtime.families.trees import _raw_frame
 
     model, rows = export_folder("xgboost", "binary_classification", tmp_path)
     encode = model.pipeline.named_steps["encode"]
