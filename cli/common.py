@@ -61,6 +61,19 @@ def usage_error(message: str, hint: str | None = None) -> TargetError:
     return TargetError([Diagnostic(message, hint=hint, stage="usage", code="usage")])
 
 
+def parse_endpoints(items: list[str]) -> dict[str, str]:
+    """`--endpoint ROLE=URL` flags as a mapping (a usage error when one is malformed)."""
+    out: dict[str, str] = {}
+    for item in items:
+        role, sep, url = item.partition("=")
+        if not sep or not role or not url:
+            raise usage_error(
+                f"--endpoint {item!r} is not ROLE=URL", hint="e.g. --endpoint pipelines=http://..."
+            )
+        out[role] = url
+    return out
+
+
 def exit_code_for(exc: SpecError) -> int:
     """1 invalid spec, 2 usage, 3 a target/apply failure."""
     from specml.compiler.errors import LoadError, SpecValidationError

@@ -16,21 +16,8 @@ from specml.cli.common import (
     SpecArgs,
     TargetOpt,
     operable,
-    usage_error,
+    parse_endpoints,
 )
-
-
-def _endpoints(items: list[str]) -> dict[str, str]:
-    """`--endpoint ROLE=URL` flags as a mapping (a usage error when one is malformed)."""
-    out: dict[str, str] = {}
-    for item in items:
-        role, sep, url = item.partition("=")
-        if not sep or not role or not url:
-            raise usage_error(
-                f"--endpoint {item!r} is not ROLE=URL", hint="e.g. --endpoint pipelines=http://..."
-            )
-        out[role] = url
-    return out
 
 
 def apply(
@@ -67,7 +54,7 @@ def apply(
         tgt = operable(target)
         if not cmd.target_check(tgt, the_plan):
             return EXIT_INVALID
-        endpoints = _endpoints(endpoint or [])
+        endpoints = parse_endpoints(endpoint or [])
         options = ApplyOptions(
             force=force,
             spec_yaml=cmd.validated.composed_yaml(),

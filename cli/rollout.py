@@ -30,14 +30,15 @@ def _operate(
 
     def body() -> int:
         plan = cmd.load(args, overlay)
-        report = operable(target).rollout(plan, cmd.base_dir, options)
+        opts = options() if callable(options) else options  # built here: usage errors are reported
+        report = operable(target).rollout(plan, cmd.base_dir, opts)
         if report.status is None:
             cmd.reporter.ok("no rollout: nothing has been rolled out yet", rollout=None)
             if cmd.reporter.fmt == "json":
                 cmd.reporter.document["rollout"] = None
             return 0
-        _show(cmd.reporter, report.document, _headline(options, report))
-        return 3 if options.action == "run" and report.status == "rolled_back" else 0
+        _show(cmd.reporter, report.document, _headline(opts, report))
+        return 3 if opts.action == "run" and report.status == "rolled_back" else 0
 
     cmd.run(body)
 
@@ -59,6 +60,12 @@ def _human_status(doc: dict[str, Any]) -> list[str]:
         f"model {doc['model']}: challenger v{doc['challenger_version']} vs champion "
         f"v{doc['champion_version']}: {doc['status']}",
     ]
+    if doc.get("inference_service"):  # kubeflow: the object the controller keeps it on
+        pct = doc["canary_traffic_percent"]
+        lines.append(
+            f"InferenceService {doc['inference_service']}: canaryTrafficPercent "
+            f"{'unset (100 % on the latest revision)' if pct is None else pct}"
+        )
     if step is not None:
         lines.append(
             f"step {step['index'] + 1}/{step['of']} ({step['kind']}): held {step['held_seconds']:.4g}s"
@@ -111,11 +118,24 @@ def status(
     format: FormatOpt = Format.human,
     overlay: OverlayOpt = None,
     target: TargetOpt = "local",
+    endpoint: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--endpoint",
+            help="A service the target reads, as ROLE=URL (kubeflow: kubernetes=URL); "
+            "default: the kubeconfig.",
+        ),
+    ] = None,
 ) -> None:
     """Step, traffic split, live SLO figures (last analysis) and history of the rollout."""
     from specml.targets.base import RolloutOptions
 
-    _operate(format, args, overlay, target, RolloutOptions("status"))
+    def options() -> RolloutOptions:
+        from specml.cli.common import parse_endpoints
+
+        return RolloutOptions("status", endpoints=parse_endpoints(endpoint or []))
+
+    _operate(format, args, overlay, target, options)
 
 
 @rollout_app.command()

@@ -74,6 +74,8 @@ class RolloutOptions:
     url: str | None = None  # the server to judge (run; default: the Plan's)
     max_seconds: float | None = None  # stop driving after this long (run; resumable)
     on_decision: Callable[[Any], None] | None = None  # each controller decision (run)
+    # service endpoints by role for cluster targets (kubeflow: `kubernetes`), as in ApplyOptions
+    endpoints: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

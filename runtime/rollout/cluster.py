@@ -1,9 +1,10 @@
 """`python -m specml.runtime rollout-controller --plan plan.json --config controller.json`.
 
 What the kubeflow target's controller Deployment runs: the rollout loop (runtime/rollout/kubernetes)
-in the main thread and, when the Plan has alert or metric-drop retraining triggers, the Alertmanager
-webhook (runtime/rollout/webhook) on --port. In a pod the Kubernetes client uses the service
-account's token (in-cluster config); elsewhere the current kubeconfig.
+in the main thread, which also sets the Istio mirror of a shadow step when controller.json names
+its VirtualService, and, when the Plan has alert or metric-drop retraining triggers, the
+Alertmanager webhook (runtime/rollout/webhook) on --port. In a pod the Kubernetes client uses the
+service account's token (in-cluster config); elsewhere the current kubeconfig.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     from specml.runtime.rollout.kubernetes import (
         ControllerConfig,
         InferenceServiceStore,
+        IstioMirror,
         NotOwnedError,
         PrometheusFigures,
         drive,
@@ -56,8 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     config = ControllerConfig.from_json(args.config.read_text())
     assert plan.targets.kubeflow is not None
     namespace = plan.targets.kubeflow.namespace
+    api = _kube_api(args.kube_api)
+    mirror = IstioMirror(api, namespace, config.virtual_service) if config.virtual_service else None
     store = InferenceServiceStore(
-        _kube_api(args.kube_api), namespace, plan.endpoint.name, plan.system.name
+        api, namespace, plan.endpoint.name, plan.system.name, mirror=mirror
     )
     if plan.retraining is not None and args.kfp_host:
         _start_webhook(plan, store, args.kfp_host, args.port)

@@ -8,7 +8,13 @@ The same `Controller` as the local target drives a KServe canary. What differs i
 - figures: Prometheus' HTTP query API, with the expressions the compiled PrometheusRule holds
   (restricted to the challenger's revision, so the canary is judged on its own traffic);
 - ownership: the controller acts only on an InferenceService labelled as managed by specml and
-  annotated with its system's name; anything else is refused, untouched.
+  annotated with its system's name; anything else is refused, untouched;
+- shadow (Istio): the VirtualService's mirror follows the state. After each save the mirror is
+  set to the shadow step's share while in shadow and to 0 otherwise, so leaving shadow (for the
+  first canary step, a promotion or a rollback) stops mirroring. It is one JSON patch of one
+  field, sent after the state is saved; a fresh controller process sends it on its first save,
+  so a crash between the two is mended by the next run, and a refused patch (no VirtualService,
+  no permission) is logged and retried on the next save without holding the rollout up.
 After a restart it reads the state back from the annotation: same step, same hold time left.
 """
 
@@ -29,6 +35,7 @@ from specml.runtime.rollout.controller import Clock, Controller, SystemClock
 from specml.runtime.rollout.state import RolloutState
 
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
+ISTIO_GROUP, ISTIO_VERSION, ISTIO_PLURAL = "networking.istio.io", "v1beta1", "virtualservices"
 STATE_ANNOTATION = "specml.io/rollout-state"
 OWNER_ANNOTATION = "specml.io/rollout-controller"  # value: the system's name
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
@@ -72,6 +79,64 @@ def revisions(isvc: dict[str, Any]) -> tuple[str | None, str | None]:
     return predictor.get("latestCreatedRevision"), predictor.get("latestRolledoutRevision")
 
 
+def mirror_percent(state: RolloutState) -> float:
+    """The share of requests Istio should mirror to the challenger in this state."""
+    return state.shadow_sample_percent if state.status == "shadow" else 0.0
+
+
+@dataclass
+class IstioMirror:
+    """The shadow step's Istio VirtualService: its first route's `mirrorPercentage`, kept in step
+    with the rollout state (the compiled VirtualService has that one route)."""
+
+    api: Any  # kubernetes.client.CustomObjectsApi
+    namespace: str
+    name: str
+    percent: float | None = None  # what this process last set (None: not yet)
+
+    def follow(self, state: RolloutState) -> None:
+        """Set the mirror to the state's share, when it differs from what was last set."""
+        wanted = mirror_percent(state)
+        if state.status == "pending" or wanted == self.percent:
+            return  # pending: saved once on creation, its first step comes in the same breath
+        # a JSON patch of the one field: Role verb `patch` only, no read of the object, and the
+        # route and mirror host (specml apply's) stay as they are
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self.api.api_client.call_api(
+                f"/apis/{ISTIO_GROUP}/{ISTIO_VERSION}/namespaces/{self.namespace}/{ISTIO_PLURAL}"
+                f"/{self.name}",
+                "PATCH",
+                header_params={
+                    "Content-Type": "application/json-patch+json",
+                    "Accept": "application/json",
+                },
+                body=[
+                    {
+                        "op": "add",
+                        "path": "/spec/http/0/mirrorPercentage",
+                        "value": {"value": wanted},
+                    }
+                ],
+                response_type="object",
+                auth_settings=["BearerToken"],
+                _return_http_data_only=True,
+            )
+        except ApiException as exc:  # the rollout goes on; the next save tries again
+            log.warning(
+                "istio mirror %s/%s not set to %g%%: HTTP %s %s",
+                self.namespace,
+                self.name,
+                wanted,
+                exc.status,
+                exc.reason,
+            )
+            return
+        self.percent = wanted
+        log.info("istio mirror %s/%s set to %g%%", self.namespace, self.name, wanted)
+
+
 @dataclass
 class InferenceServiceStore:
     """A `StateStore` on one InferenceService, through the official `kubernetes` client."""
@@ -81,6 +146,7 @@ class InferenceServiceStore:
     name: str
     system: str
     resource_version: str | None = None
+    mirror: IstioMirror | None = None  # the shadow step's mirror (targets.kubeflow.istio)
 
     def read(self) -> dict[str, Any]:
         """GET the InferenceService (remembering its resourceVersion); refuse one we do not own."""
@@ -117,6 +183,8 @@ class InferenceServiceStore:
                 raise ConflictError(f"{self.namespace}/{self.name} changed: {exc.reason}") from exc
             raise
         self.resource_version = out["metadata"].get("resourceVersion")
+        if self.mirror is not None:
+            self.mirror.follow(state)
 
 
 @dataclass(frozen=True)
@@ -127,12 +195,19 @@ class ControllerConfig:
     figures: dict[str, str]  # SLO figure -> PromQL, `$revision` = the challenger's revision
     requests: str  # PromQL: challenger requests over one analysis interval
     alerts: dict[str, str] = field(default_factory=dict)  # rollback alert id -> PromQL value
+    virtual_service: str | None = None  # the Istio mirror of the shadow step, if any
 
     @classmethod
     def from_json(cls, text: str) -> ControllerConfig:
         """Read controller.json."""
         raw = json.loads(text)
-        return cls(raw["prometheus_url"], raw["figures"], raw["requests"], raw.get("alerts", {}))
+        return cls(
+            raw["prometheus_url"],
+            raw["figures"],
+            raw["requests"],
+            raw.get("alerts", {}),
+            raw.get("virtual_service"),
+        )
 
 
 class PrometheusFigures:
@@ -172,6 +247,26 @@ class PrometheusFigures:
             requests=self.query(bind(self.config.requests)) or 0.0,
             alert_levels=levels,
         )
+
+
+def status_of(store: InferenceServiceStore) -> dict[str, Any] | None:
+    """`specml rollout status` for the in-cluster controller: its state, read from the
+    InferenceService's annotation (ownership checked), with the traffic split the object has now.
+    None when the object carries no rollout state."""
+    from specml.runtime.rollout.status import status_document
+
+    isvc = store.read()
+    state = store.state_of(isvc)
+    if state is None:
+        return None
+    latest, rolled_out = revisions(isvc)
+    predictor = (isvc.get("spec") or {}).get("predictor") or {}
+    return {
+        "inference_service": f"{store.namespace}/{store.name}",
+        **status_document(state),
+        "revisions": {"latest_created": latest, "latest_rolled_out": rolled_out},
+        "canary_traffic_percent": predictor.get("canaryTrafficPercent"),
+    }
 
 
 def _same(a: RolloutState, b: RolloutState) -> bool:

@@ -7,12 +7,16 @@ from typing import Any
 
 from specml.compiler.ir import SLO, Rollout
 from specml.runtime.rollout.controller import SLO_FIGURES
-from specml.runtime.rollout.state import load_state
+from specml.runtime.rollout.state import RolloutState, load_state
 
 
 def rollout_status(state_path: str | Path) -> dict[str, Any]:
     """Step, traffic split, live SLO figures against targets, failure streak and history."""
-    state = load_state(state_path)
+    return status_document(load_state(state_path))
+
+
+def status_document(state: RolloutState) -> dict[str, Any]:
+    """The status view of a state, wherever it is kept (a file, an InferenceService annotation)."""
     rollout = Rollout.model_validate(state.rollout)
     slo = SLO.model_validate(state.slo)
     i = state.step_index

@@ -128,11 +128,17 @@ def object_path(doc: dict[str, Any]) -> str:
 
 
 def _kube_client(options: KubeflowApplyOptions) -> Any:
+    return kube_api_client(options.kube_api)
+
+
+def kube_api_client(kube_api: str | None) -> Any:
+    """A kubernetes ApiClient: an explicit API server URL (no credentials), else the kubeconfig,
+    else the in-cluster service account."""
     from kubernetes import client, config
 
-    if options.kube_api:
+    if kube_api:
         cfg = client.Configuration()
-        cfg.host = options.kube_api
+        cfg.host = kube_api
         return client.ApiClient(cfg)
     try:
         config.load_kube_config()

@@ -2,7 +2,8 @@
 
 The Deployment runs `python -m specml.runtime rollout-controller` (runtime/rollout/cluster.py), the
 same Controller as the local target. Its Role allows get/watch/patch on the ONE InferenceService
-(by resourceNames) and nothing else. With alert or metric-drop retraining triggers it also
+(by resourceNames) and, with an Istio shadow step, patch on the ONE VirtualService whose mirror it
+switches off when the rollout leaves shadow; nothing else. With alert or metric-drop retraining triggers it also
 receives Alertmanager webhooks (alertmanagerconfig.yaml routes the `specml_retrain` alerts to it)
 and starts KFP runs.
 """
@@ -13,7 +14,7 @@ import json
 from typing import Any
 
 from specml.compiler.ir import Plan
-from specml.targets.kubeflow.kserve import needs_monitor, shadow_supported
+from specml.targets.kubeflow.kserve import needs_monitor, shadow_mirror_name, shadow_supported
 from specml.targets.kubeflow.manifests import (
     common_annotations,
     common_labels,
@@ -66,9 +67,38 @@ def webhook_url(plan: Plan) -> str:
 
 
 def controller_config(plan: Plan) -> dict[str, Any]:
-    """controller.json: the Prometheus URL and the queries (the rules' own expressions)."""
+    """controller.json: the Prometheus URL, the queries (the rules' own expressions) and, with an
+    Istio shadow step, the VirtualService whose mirror the controller switches off after shadow."""
     assert plan.targets.kubeflow is not None
-    return {"prometheus_url": plan.targets.kubeflow.prometheus_url, **controller_queries(plan)}
+    config = {"prometheus_url": plan.targets.kubeflow.prometheus_url, **controller_queries(plan)}
+    mirror = shadow_mirror_name(plan)
+    if mirror is not None:
+        config["virtual_service"] = mirror
+    return config
+
+
+def controller_rules(plan: Plan) -> list[dict[str, Any]]:
+    """The Role's rules: get/watch/patch of the ONE InferenceService and, with an Istio shadow
+    step, patch of the ONE VirtualService (its mirror percentage), both by resourceNames."""
+    rules: list[dict[str, Any]] = [
+        {
+            "apiGroups": ["serving.kserve.io"],
+            "resources": ["inferenceservices"],
+            "resourceNames": [plan.endpoint.name],
+            "verbs": ["get", "watch", "patch"],
+        }
+    ]
+    mirror = shadow_mirror_name(plan)
+    if mirror is not None:
+        rules.append(
+            {
+                "apiGroups": ["networking.istio.io"],
+                "resources": ["virtualservices"],
+                "resourceNames": [mirror],
+                "verbs": ["patch"],
+            }
+        )
+    return rules
 
 
 def _meta(plan: Plan, name: str) -> dict[str, Any]:
@@ -144,14 +174,7 @@ def controller_manifests(plan: Plan) -> list[dict[str, Any]]:
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
         "metadata": _meta(plan, name),
-        "rules": [
-            {
-                "apiGroups": ["serving.kserve.io"],
-                "resources": ["inferenceservices"],
-                "resourceNames": [plan.endpoint.name],
-                "verbs": ["get", "watch", "patch"],
-            }
-        ],
+        "rules": controller_rules(plan),
     }
     binding = {
         "apiVersion": "rbac.authorization.k8s.io/v1",

@@ -64,6 +64,15 @@ def shadow_supported(plan: Plan) -> bool:
     return plan.targets.kubeflow is not None and plan.targets.kubeflow.istio
 
 
+def shadow_mirror_name(plan: Plan) -> str | None:
+    """The Istio VirtualService mirroring the shadow step (None: no shadow step, or no Istio)."""
+    if plan.rollout is None or not shadow_supported(plan):
+        return None
+    if not any(s.kind == "shadow" for s in plan.rollout.steps):
+        return None
+    return f"{plan.endpoint.name}-shadow"
+
+
 def traffic_steps(plan: Plan) -> list[RolloutStep]:
     """The rollout's steps KServe can take, in order (shadow steps need Istio's mirror)."""
     if plan.rollout is None:

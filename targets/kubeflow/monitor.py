@@ -18,7 +18,7 @@ from specml.compiler.ir import Plan
 from specml.targets.kubeflow.controller import CONFIG_MOUNT, plan_config_map
 from specml.targets.kubeflow.kserve import (
     needs_monitor,
-    shadow_supported,
+    shadow_mirror_name,
     storage_uri,
 )
 from specml.targets.kubeflow.manifests import (
@@ -154,18 +154,18 @@ def monitor_manifests(plan: Plan) -> list[dict[str, Any]]:
 
 
 def shadow_virtual_service(plan: Plan) -> dict[str, Any] | None:
-    """The Istio mirror for the rollout's (first) shadow step, or None."""
-    if plan.rollout is None or not shadow_supported(plan):
+    """The Istio mirror for the rollout's (first) shadow step, or None; the rollout controller
+    sets its `mirrorPercentage` to 0 once the rollout leaves shadow."""
+    name = shadow_mirror_name(plan)
+    if plan.rollout is None or name is None:
         return None
-    shadow = next((s for s in plan.rollout.steps if s.kind == "shadow"), None)
-    if shadow is None:
-        return None
+    shadow = next(s for s in plan.rollout.steps if s.kind == "shadow")
     ns, predictor = namespace(plan), f"{plan.endpoint.name}-predictor"
     host = f"{predictor}.{ns}.svc.cluster.local"
     return {
         "apiVersion": "networking.istio.io/v1beta1",
         "kind": "VirtualService",
-        "metadata": _meta(plan, f"{plan.endpoint.name}-shadow", "shadow"),
+        "metadata": _meta(plan, name, "shadow"),
         "spec": {
             "hosts": [host],
             "gateways": ["mesh"],

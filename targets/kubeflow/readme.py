@@ -10,6 +10,7 @@ from specml.targets.kubeflow.kserve import (
     ROLLBACK_MANIFEST,
     RUNTIME,
     needs_monitor,
+    shadow_mirror_name,
     storage_uri,
     traffic_steps,
 )
@@ -113,12 +114,20 @@ def _rollout_section(plan: Plan) -> list[str]:
             else f"{step.traffic_percent:g} %"
         )
         lines.append(f"| {i} | {traffic} | {human_duration(step.duration_seconds)} |")
+    mirror = shadow_mirror_name(plan)
+    if mirror is not None:
+        lines += [
+            "",
+            f"The shadow step's mirror is the VirtualService `{mirror}`: the controller sets its "
+            "`mirrorPercentage` to 0 when the rollout leaves shadow (next step, promotion or "
+            "rollback); its Role may patch that one VirtualService and nothing else of Istio.",
+        ]
     lines += [
         "",
+        "Status: `specml rollout status SPEC --target kubeflow` (step, traffic, last analysis, "
+        "history, read from the InferenceService; `--endpoint kubernetes=URL` or the kubeconfig). "
         f"By hand (the controller scaled to 0): the same steps are `rollout/step-*.yaml`; "
-        f"`kubectl apply -f {ROLLBACK_MANIFEST}` rolls back. Status: "
-        f"`kubectl get isvc {plan.endpoint.name} -n {namespace(plan)} -o "
-        "jsonpath='{.metadata.annotations.specml\\.io/rollout-state}'`.",
+        f"`kubectl apply -f {ROLLBACK_MANIFEST}` rolls back.",
     ]
     return lines
 

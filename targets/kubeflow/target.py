@@ -100,11 +100,17 @@ class KubeflowTarget:
         raise _in_cluster("serve", "KServe serves the InferenceService after `specml apply`")
 
     def rollout(self, plan: Plan, base_dir: Path, options: RolloutOptions) -> RolloutReport:
-        """The in-cluster controller drives rollouts; `kubectl` shows them."""
-        raise _in_cluster(
-            "rollout",
-            f"the rollout controller Deployment drives it; `kubectl get isvc {plan.endpoint.name} "
-            "-o jsonpath='{.metadata.annotations.specml\\.io/rollout-state}'` shows it",
+        """`status`: the in-cluster controller's state, read from the InferenceService; the
+        controller alone drives the rollout, so promote, rollback and run are refused."""
+        from specml.targets.kubeflow.rollout import rollout_status
+
+        if options.action != "status":
+            raise _not_supported(plan, options.action)
+        doc = rollout_status(plan, options.endpoints.get("kubernetes"))
+        if doc is None:
+            return RolloutReport(status=None)
+        return RolloutReport(
+            status=doc["status"], document=doc, challenger_version=doc["challenger_version"]
         )
 
     def monitor(self, plan: Plan, base_dir: Path, options: MonitorOptions) -> dict[str, Any]:
@@ -114,6 +120,30 @@ class KubeflowTarget:
     def ingest_labels(self, plan: Plan, base_dir: Path, label_file: Path | None) -> dict[str, Any]:
         """Delayed labels are not joined in the cluster."""
         raise _in_cluster("labels", "export specml_model_metric_drop from your label pipeline")
+
+
+def _not_supported(plan: Plan, action: str) -> TargetError:
+    """A usage error (exit 2): the controller reads no requests, so nothing can be asked of it."""
+    from specml.targets.kubeflow.controller import controller_name
+    from specml.targets.kubeflow.manifests import namespace
+
+    controller, ns = controller_name(plan), namespace(plan)
+    return TargetError(
+        [
+            Diagnostic(
+                f"`specml rollout {action}` is not supported on kubeflow: the rollout controller "
+                "in the cluster drives the rollout on its own and takes no requests",
+                hint=(
+                    "`specml rollout status SPEC --target kubeflow` shows where it stands; to "
+                    f"decide by hand, stop the controller (`kubectl -n {ns} scale deployment "
+                    f"{controller} --replicas=0`) and apply rollout/rollback.yaml or the next "
+                    "rollout/step-*.yaml"
+                ),
+                stage="usage",
+                code="usage",
+            )
+        ]
+    )
 
 
 def _in_cluster(command: str, hint: str) -> TargetError:

@@ -21,13 +21,14 @@ from specml.runtime.rollout.kubernetes import (
     STATE_ANNOTATION,
     ControllerConfig,
     InferenceServiceStore,
+    IstioMirror,
     NotOwnedError,
     PrometheusFigures,
     drive,
 )
 
 sys.path.insert(0, str(Path(__file__).parent))
-from kube_standins import KubeApi, PrometheusApi  # noqa: E402
+from kube_standins import KubeApi, PrometheusApi, object_path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 NEW, OLD = "fraud-scorer-predictor-00002", "fraud-scorer-predictor-00001"
@@ -88,9 +89,11 @@ class Rig:
 
     def __init__(self, plan, isvc: dict[str, Any], breach_at: float | None = None) -> None:
         from kubernetes import client
+        from specml.targets.kubeflow.monitor import shadow_virtual_service
 
         self.plan, self.clock = plan, ManualClock(0.0)
-        self.kube = KubeApi(isvc)
+        self.mirror = shadow_virtual_service(plan)  # the compiled Istio mirror (istio: true)
+        self.kube = KubeApi(isvc, *([self.mirror] if self.mirror else []))
         self.prom = PrometheusApi(Timeline(self.clock, breach_at))
         cfg = client.Configuration()
         cfg.host = self.kube.url
@@ -99,11 +102,17 @@ class Rig:
 
         config = json.loads(json.dumps(controller_config(plan)))
         config["prometheus_url"] = self.prom.url
-        self.figures = PrometheusFigures(plan, ControllerConfig.from_json(json.dumps(config)))
+        self.config = ControllerConfig.from_json(json.dumps(config))
+        self.figures = PrometheusFigures(plan, self.config)
         self.percents: list[tuple[float, Any]] = []
 
     def store(self) -> InferenceServiceStore:
-        return InferenceServiceStore(self.api, "risk", "fraud-scorer", "fraud-scorer")
+        """What cluster.py builds in a fresh controller process."""
+        name = self.config.virtual_service
+        mirror = IstioMirror(self.api, "risk", name) if name else None
+        return InferenceServiceStore(
+            self.api, "risk", "fraud-scorer", "fraud-scorer", mirror=mirror
+        )
 
     def run(self, rounds: int) -> None:
         """A controller process living `rounds` loop rounds (a fresh process each call)."""
@@ -135,8 +144,15 @@ class Rig:
 def rig_factory(plan):
     rigs: list[Rig] = []
 
-    def make(isvc: dict[str, Any] | None = None, breach_at: float | None = None) -> Rig:
-        rigs.append(Rig(plan, isvc or _isvc(), breach_at))
+    def make(
+        isvc: dict[str, Any] | None = None, breach_at: float | None = None, istio: bool = False
+    ) -> Rig:
+        the_plan = (
+            plan_file(ROOT / "specs" / "fraud.yaml", overrides=("+targets.kubeflow.istio=true",))
+            if istio
+            else plan
+        )
+        rigs.append(Rig(the_plan, isvc or _isvc(), breach_at))
         return rigs[-1]
 
     yield make
@@ -288,3 +304,105 @@ def test_a_new_revision_mid_rollout_starts_its_own_rollout(rig_factory) -> None:
     state = rig.state()
     assert state["challenger_version"] == newer and state["status"] == "shadow"
     assert state["step_index"] == 0
+
+
+def _mirror_settings(rig: Rig) -> list[float]:
+    """Every mirror percentage the controller set, in order (JSON patches of the VirtualService)."""
+    out = []
+    for path, ops in rig.kube.json_patches:
+        assert path.endswith("/virtualservices/fraud-scorer-shadow")
+        assert [op["path"] for op in ops] == ["/spec/http/0/mirrorPercentage"]
+        out.append(ops[0]["value"]["value"])
+    return out
+
+
+def _allowed(rules: list[dict[str, Any]], method: str, path: str) -> bool:
+    """Whether a namespaced API call is allowed by a Role's rules (RBAC's matching)."""
+    verb = {"GET": "get", "PATCH": "patch"}[method]
+    group, _version, _ns, _namespace, resource, name = path.removeprefix("/apis/").split("/")
+    return any(
+        group in r["apiGroups"]
+        and resource in r["resources"]
+        and name in r.get("resourceNames", [name])
+        and verb in r["verbs"]
+        for r in rules
+    )
+
+
+def test_the_istio_mirror_is_switched_off_when_the_rollout_leaves_shadow(rig_factory) -> None:
+    rig = rig_factory(istio=True)
+    mirror = rig.kube.get(rig.mirror)
+    assert mirror["spec"]["http"][0]["mirrorPercentage"] == {"value": 50.0}  # as compiled
+    rig.run(11)  # t = 3300: still in the 1 h shadow step
+    assert rig.state()["status"] == "shadow"
+    assert rig.kube.get(rig.mirror)["spec"]["http"][0]["mirrorPercentage"]["value"] == 50.0
+    rig.run(200)  # a new process: shadow ends, canary steps, promoted
+    assert rig.state()["status"] == "promoted"
+    route = rig.kube.get(rig.mirror)["spec"]["http"][0]
+    assert route["mirrorPercentage"] == {"value": 0.0}
+    assert route["mirror"] == mirror["spec"]["http"][0]["mirror"]  # the route is left as applied
+    # each process sets the shadow share on its first save, then 0 once, on leaving shadow
+    assert _mirror_settings(rig) == [50.0, 50.0, 0.0]
+    left_shadow = next(h["at"] for h in rig.state()["history"] if h["from"] == "shadow")
+    assert left_shadow == SCHEDULE[1][0] + INTERVAL  # the restart re-anchored one interval
+    # the mirror went to 0 right after the PATCH that left shadow, before any other call
+    calls = rig.kube.requests
+    leaving = next(
+        i
+        for i, b in enumerate(rig.kube.patches)
+        if b["spec"]["predictor"]["canaryTrafficPercent"] == 1
+    )
+    isvc_patches = [
+        i for i, (m, p) in enumerate(calls) if m == "PATCH" and "inferenceservices" in p
+    ]
+    assert calls[isvc_patches[leaving] + 1][1].endswith("/virtualservices/fraud-scorer-shadow")
+    patch_types = {t for t in rig.kube.content_types if t != "application/merge-patch+json"}
+    assert patch_types == {"application/json-patch+json"}
+
+
+def test_a_rollback_in_shadow_switches_the_mirror_off(rig_factory) -> None:
+    rig = rig_factory(istio=True, breach_at=1000.0)
+    rig.run(200)
+    state = rig.state()
+    rolled = next(h for h in state["history"] if h["to"] == "rolled_back")
+    assert rolled["from"] == "shadow"
+    assert rig.kube.get(rig.mirror)["spec"]["http"][0]["mirrorPercentage"] == {"value": 0.0}
+    assert _mirror_settings(rig) == [50.0, 0.0]
+    assert rig.kube.isvc["spec"]["predictor"]["canaryTrafficPercent"] == 0
+
+
+def test_the_compiled_role_allows_exactly_what_the_controller_does(rig_factory) -> None:
+    from specml.targets.kubeflow.controller import controller_rules
+
+    for istio, breach_at in ((True, None), (True, 1000.0), (False, None)):
+        rig = rig_factory(istio=istio, breach_at=breach_at)
+        rig.run(200)
+        rules = controller_rules(rig.plan)
+        calls = set(rig.kube.requests)
+        assert calls and all(_allowed(rules, method, path) for method, path in calls)
+        # and no more: every rule's verbs on its one object are what the controller used
+        # (watch: kept for `kubectl`-style reads, not used by this loop)
+        granted = {
+            (verb.upper(), f"/apis/{g}/v1beta1/namespaces/risk/{res}/{name}")
+            for r in rules
+            for g in r["apiGroups"]
+            for res in r["resources"]
+            for name in r["resourceNames"]
+            for verb in r["verbs"]
+            if verb != "watch"
+        }
+        assert granted == calls
+        assert (len(rules) == 2) is istio
+
+
+def test_a_missing_mirror_is_logged_and_retried_without_holding_the_rollout(
+    rig_factory, caplog
+) -> None:
+    rig = rig_factory(istio=True)
+    del rig.kube.objects[object_path(rig.mirror)]  # the VirtualService was never applied
+    with caplog.at_level("WARNING", logger="specml.rollout"):
+        rig.run(200)
+    assert rig.state()["status"] == "promoted"
+    tries = [p for m, p in rig.kube.requests if m == "PATCH" and "virtualservices" in p]
+    assert len(tries) > 5  # every save retries: nothing was ever set
+    assert "istio mirror risk/fraud-scorer-shadow not set to 0%: HTTP 404" in caplog.text

@@ -1,13 +1,14 @@
-"""Make this folder's helper module (kubeflow_testlib) importable under --import-mode=importlib."""
+"""Make the helper modules importable under --import-mode=importlib: this folder's
+(kubeflow_testlib) and tests/runtime's API stand-ins (kube_standins), shared with the runtime tests."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-_HERE = str(Path(__file__).parent)
-if _HERE not in sys.path:
-    sys.path.insert(0, _HERE)
+for _folder in (Path(__file__).parent, Path(__file__).resolve().parents[2] / "runtime"):
+    if str(_folder) not in sys.path:
+        sys.path.insert(0, str(_folder))
 
 
 def _kserve_models_only() -> None:

@@ -1,23 +1,20 @@
 """`apply --target kubeflow` and the retraining webhook, through kfp.Client and the kubernetes client
-against in-process stand-ins of the KFP and Kubernetes APIs (cluster_standins.py)."""
+against in-process stand-ins of the KFP and Kubernetes APIs (tests/runtime/kube_standins.py)."""
 
 from __future__ import annotations
 
 import json
-import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from cluster_standins import KfpApi, KubeApply
+from kube_standins import KfpApi, KubeApi, KubeApply
 from kubeflow_testlib import plan_for, rendered
 from specml.compiler.errors import TargetError
 from specml.targets.kubeflow.apply import FIELD_MANAGER, KubeflowApplyOptions
 from specml.targets.kubeflow.target import KubeflowTarget
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "runtime"))
 
 
 @pytest.fixture
@@ -130,7 +127,6 @@ def _alertmanager(status: str, labels: dict[str, str]) -> dict[str, Any]:
 
 def test_retraining_webhook_starts_a_kfp_run_and_honours_the_cooldown(cluster, tmp_path) -> None:
     import kfp
-    from kube_standins import KubeApi
     from kubernetes import client
     from specml.runtime.rollout.kubernetes import OWNER_ANNOTATION, InferenceServiceStore
     from specml.runtime.rollout.webhook import KfpLauncher, RetrainWebhook, serve_webhook
@@ -200,7 +196,6 @@ def test_retraining_webhook_starts_a_kfp_run_and_honours_the_cooldown(cluster, t
 
 
 def test_a_run_that_fails_to_start_does_not_hold_the_cooldown() -> None:
-    from kube_standins import KubeApi
     from kubernetes import client
     from specml.runtime.rollout.kubernetes import OWNER_ANNOTATION, InferenceServiceStore
     from specml.runtime.rollout.webhook import LAST_RETRAIN_ANNOTATION, RetrainWebhook

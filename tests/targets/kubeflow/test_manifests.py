@@ -290,3 +290,38 @@ def test_with_istio_a_shadow_step_is_a_mirror_driven_by_the_controller() -> None
         ]["plan.json"]
     )
     assert [s["kind"] for s in without["rollout"]["steps"]] == ["traffic"] * 4
+
+
+def test_with_istio_the_controller_may_patch_the_one_mirror_and_knows_its_name() -> None:
+    from specml.targets.kubeflow.target import KubeflowTarget
+
+    isvc_rule = {
+        "apiGroups": ["serving.kserve.io"],
+        "resources": ["inferenceservices"],
+        "resourceNames": ["fraud-scorer"],
+        "verbs": ["get", "watch", "patch"],
+    }
+    for istio in (True, False):
+        files = KubeflowTarget().render(plan_for("fraud", (f"+targets.kubeflow.istio={istio}",)))
+        docs = [
+            yaml.safe_load(d) for d in files["controller/rollout-controller.yaml"].split("---\n")
+        ]
+        role = next(d for d in docs if d["kind"] == "Role")
+        assert list(_validator("cluster-objects").iter_errors(role)) == []
+        config = json.loads(docs[0]["data"]["controller.json"])
+        if istio:
+            name = yaml.safe_load(files["rollout/shadow-virtualservice.yaml"])["metadata"]["name"]
+            assert role["rules"] == [
+                isvc_rule,
+                {
+                    "apiGroups": ["networking.istio.io"],
+                    "resources": ["virtualservices"],
+                    "resourceNames": [name],
+                    "verbs": ["patch"],
+                },
+            ]
+            assert config["virtual_service"] == name == "fraud-scorer-shadow"
+        else:
+            assert role["rules"] == [isvc_rule]
+            assert "virtual_service" not in config
+            assert "rollout/shadow-virtualservice.yaml" not in files
