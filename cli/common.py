@@ -103,7 +103,7 @@ class Command:
 
     def fail(self, code: int, message: str, hint: str | None = None) -> NoReturn:
         """Report one usage problem and exit with `code`."""
-        self.reporter.diagnostics([Diagnostic(message, hint=hint, stage="usage", code="usage")])
+        self.reporter.diagnostics(usage_error(message, hint).diagnostics)
         self.reporter.flush()
         raise typer.Exit(code)
 

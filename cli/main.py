@@ -22,6 +22,7 @@ from specml.cli.common import (
     OverlayOpt,
     SpecArgs,
     TargetOpt,
+    quiet_libraries,
     split_args,
 )
 from specml.compiler.errors import Diagnostic, SpecError
@@ -39,8 +40,6 @@ app = typer.Typer(
 @app.callback()
 def _quiet() -> None:
     """Validate, plan, compile and apply declarative ML-system specs."""
-    from specml.cli.common import quiet_libraries
-
     quiet_libraries()
 
 

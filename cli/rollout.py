@@ -8,7 +8,19 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from specml.cli.common import Command, Format, FormatOpt, OverlayOpt, SpecArgs, TargetOpt
+from specml.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Command,
+    Format,
+    FormatOpt,
+    OverlayOpt,
+    SpecArgs,
+    TargetOpt,
+    operable,
+    parse_endpoints,
+)
 
 rollout_app = typer.Typer(
     name="rollout",
@@ -24,8 +36,6 @@ def _operate(
     fmt: Format, args: list[str], overlay: list[str] | None, target: str, options: Any
 ) -> None:
     """Load the Plan, run one rollout command on the target, report where the rollout stands."""
-    from specml.cli.common import operable
-
     cmd = Command(fmt.value)
 
     def body() -> int:
@@ -36,9 +46,9 @@ def _operate(
             cmd.reporter.ok("no rollout: nothing has been rolled out yet", rollout=None)
             if cmd.reporter.fmt == "json":
                 cmd.reporter.document["rollout"] = None
-            return 0
+            return EXIT_OK
         _show(cmd.reporter, report.document, _headline(opts, report))
-        return 3 if opts.action == "run" and report.status == "rolled_back" else 0
+        return EXIT_FAILED if opts.action == "run" and report.status == "rolled_back" else EXIT_OK
 
     cmd.run(body)
 
@@ -131,8 +141,6 @@ def status(
     from specml.targets.base import RolloutOptions
 
     def options() -> RolloutOptions:
-        from specml.cli.common import parse_endpoints
-
         return RolloutOptions("status", endpoints=parse_endpoints(endpoint or []))
 
     _operate(format, args, overlay, target, options)
@@ -217,7 +225,6 @@ def run(
     A resumed rollout keeps the time scale it started with. Exit 0: promoted (or stopped by
     --max-seconds, resumable); 3: rolled back.
     """
-    from specml.cli.common import EXIT_USAGE
     from specml.targets.base import RolloutOptions
 
     if time_scale <= 0:

@@ -207,7 +207,7 @@ class _Checker:
 
     def model_options(self) -> None:
         training, optimize = self.spec.training, self.spec.serving.optimize
-        if optimize is not None and training.model.type in ("lightgbm", "xgboost"):
+        if optimize is not None and training.model.type in TREE_FAMILIES:
             self.report(
                 ("serving", "optimize", "quantize"),
                 f"serving.optimize.quantize int8 applies to mlp/linear graphs, not to "
@@ -219,9 +219,8 @@ class _Checker:
             return
         fields = [f for _, f in self.input_fields()]
         for i, s in enumerate(training.evaluation.slices):
-            name = s.feature.partition(":")[2] or s.feature
-            if name not in fields:
-                guess = did_you_mean(name, fields)
+            if s.input_name not in fields:
+                guess = did_you_mean(s.input_name, fields)
                 self.report(
                     ("training", "evaluation", "slices", i, "feature"),
                     f"slice feature '{s.feature}' is not a model input",

@@ -357,9 +357,8 @@ class Retraining(IRNode):
 class Notifications(IRNode):
     webhook_url: SecretRef | None
     log_alerts: bool
-    webhook_allow_private: bool = (
-        False  # private/loopback/link-local hosts allowed (never metadata)
-    )
+    # the webhook may resolve to a private, loopback or link-local host (never cloud metadata)
+    webhook_allow_private: bool = False
 
 
 class ArtifactSpec(IRNode):

@@ -272,7 +272,7 @@ def _slices(spec: MLSystem) -> dict[str, object]:
     return {
         "slices": tuple(
             ir.Slice(
-                input_name=s.feature.partition(":")[2] or s.feature,
+                input_name=s.input_name,
                 bins=None if s.bins is None else tuple(s.bins),
             )
             for s in e.slices

@@ -182,8 +182,9 @@ def default_categorical(encoding: str = "one_hot") -> Categorical:
 # ---- class labels -------------------------------------------------------------------------------
 
 
-def _python_value(value: Any) -> ClassValue:
-    """A numpy scalar as a plain Python str/int/bool (JSON-serialisable)."""
+def class_value(value: Any) -> ClassValue:
+    """A label value as a plain class value (JSON-serialisable): bools stay bools, integral
+    numbers become ints, the rest str."""
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, (int, np.integer)):
@@ -210,7 +211,7 @@ def learn_classes(training: Training, label: Label, train_labels: np.ndarray) ->
     if label.classes is not None:
         classes = list(label.classes)
     else:
-        seen = {_python_value(v) for v in pd.unique(present)}
+        seen = {class_value(v) for v in pd.unique(present)}
         textual = any(isinstance(v, str) for v in seen)  # strings sort lexically, numbers by value
         classes = sorted(seen, key=str) if textual else sorted(seen)
     if label.positive is not None and training.task == "binary_classification":
@@ -250,7 +251,7 @@ def encode_labels(labels: np.ndarray, classes: tuple) -> np.ndarray:
 
     raw = np.asarray(labels)
     if raw.dtype.kind == "b" or raw.dtype == object:
-        probe = np.array([class_name(_python_value(v)) for v in raw], dtype=object)
+        probe = np.array([class_name(class_value(v)) for v in raw], dtype=object)
     elif raw.dtype.kind == "f":
         probe = np.array(
             [class_name(int(v)) if float(v).is_integer() else str(v) for v in raw], dtype=object

@@ -34,13 +34,9 @@ def quantize_int8(source: Path, target: Path) -> None:
 
 def graph_output(path: Path, columns: Mapping[str, np.ndarray]) -> np.ndarray:
     """The graph's `output` on raw columns."""
-    import onnxruntime as ort
-    from specml.runtime.families.tree_onnx import session_outputs
+    from specml.runtime.steps.export import onnx_predict, onnx_session
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    return session_outputs(session, dict(columns))["output"]
+    return onnx_predict(onnx_session(path), dict(columns))
 
 
 def guard_int8(
@@ -55,10 +51,7 @@ def guard_int8(
     optimize = plan.endpoint.optimize
     if optimize is None:
         return None
-    if plan.training.model.type in (
-        "lightgbm",
-        "xgboost",
-    ):  # the spec refuses this; belt and braces
+    if plan.training.model.type in ("lightgbm", "xgboost"):  # the spec refuses this already
         return {"quantize": optimize.quantize, "served": "fp32", "reason": "tree ensemble"}
     model_path = Path(model_path)
     int8_path = model_path.with_name("model.int8.onnx")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BeforeValidator, Field, StrictInt, StrictStr, model_validator
 from specml.compiler.spec.types import (
@@ -14,7 +14,7 @@ from specml.compiler.spec.types import (
     SystemName,
 )
 
-DTYPES = ("int32", "int64", "float32", "float64", "bool", "string")
+DTYPES: tuple[str, ...] = get_args(Dtype)
 Encoding = Literal["one_hot", "ordinal", "embedding", "native"]
 # A category or class value: a string or a whole number, never coerced (YAML `1` stays 1).
 CategoryValue = StrictStr | StrictInt
@@ -32,6 +32,16 @@ CATEGORICAL_OPTIONS = (
     "missing",
     "embedding_dim",
 )
+
+
+def _repeated(values: list[Any]) -> int | None:
+    """The index of the first value listed a second time, or None when each is listed once."""
+    seen: set[object] = set()
+    for i, value in enumerate(values):
+        if value in seen:
+            return i
+        seen.add(value)
+    return None
 
 
 class Metadata(SpecModel):
@@ -230,13 +240,13 @@ class FeatureFieldModel(SpecModel):
                     f"categories of this {self.dtype} field must be {kind}, got {value!r}",
                     hint="quote the value" if want is str else "write the integer codes",
                 )
-        seen: set[object] = set()
-        for i, value in enumerate(self.categories):
-            if value in seen:
-                raise RuleError(
-                    ("categories", i), f"category {value!r} is listed twice", hint="remove one"
-                )
-            seen.add(value)
+        twice = _repeated(self.categories)
+        if twice is not None:
+            raise RuleError(
+                ("categories", twice),
+                f"category {self.categories[twice]!r} is listed twice",
+                hint="remove one",
+            )
         for option in ("max_categories", "min_frequency"):
             if option in given:
                 raise RuleError(
@@ -326,13 +336,13 @@ class LabelModel(SpecModel):
     def _class_rules(self) -> LabelModel:
         if self.classes is None:
             return self
-        seen: set[object] = set()
-        for i, value in enumerate(self.classes):
-            if value in seen:
-                raise RuleError(
-                    ("classes", i), f"class {value!r} is listed twice", hint="list each class once"
-                )
-            seen.add(value)
+        twice = _repeated(self.classes)
+        if twice is not None:
+            raise RuleError(
+                ("classes", twice),
+                f"class {self.classes[twice]!r} is listed twice",
+                hint="list each class once",
+            )
         if self.positive is not None and self.positive not in self.classes:
             raise RuleError(
                 ("positive",),

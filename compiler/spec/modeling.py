@@ -213,6 +213,11 @@ class SliceModel(SpecModel):
         examples=[[12, 36]],
     )
 
+    @property
+    def input_name(self) -> str:
+        """The model input this slices on: the field name, without a `view:` prefix."""
+        return self.feature.partition(":")[2] or self.feature
+
     @model_validator(mode="after")
     def _increasing(self) -> SliceModel:
         if self.bins is not None and any(

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 from specml.compiler.ir import Plan
-from specml.runtime.encoding import missing_mask
+from specml.runtime.encoding import as_text, missing_mask
 from specml.runtime.families.base import Columns, TrainedModel
 from specml.runtime.families.onnx_io import LABEL, OUTPUT, predicted_labels
 
@@ -94,13 +94,18 @@ def onnx_feed(session: Any, columns: Columns) -> dict[str, np.ndarray]:
     for spec in session.get_inputs():
         raw = np.asarray(columns[spec.name]).reshape(-1)
         if spec.type == "tensor(string)":
-            text = np.where(missing_mask(raw), "", raw).astype(str).astype(object)
-            feed[spec.name] = text.reshape(-1, 1)
+            feed[spec.name] = as_text(raw, missing_mask(raw)).reshape(-1, 1)
         elif spec.type == "tensor(int64)":
             feed[spec.name] = raw.astype(np.int64).reshape(-1, 1)
         else:
             feed[spec.name] = raw.astype(np.float32).reshape(-1, 1)
     return feed
+
+
+def session_outputs(session: Any, columns: Columns) -> dict[str, np.ndarray]:
+    """Run a serving graph on raw columns (1-D or [N,1]); every output by name."""
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, onnx_feed(session, columns)), strict=True))
 
 
 def check_parity(
@@ -115,8 +120,7 @@ def check_parity(
     opts.intra_op_num_threads = 1
     session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
     expected = np.asarray(model.predict(columns), dtype=np.float64)
-    outputs = [o.name for o in session.get_outputs()]
-    results = dict(zip(outputs, session.run(outputs, onnx_feed(session, columns)), strict=True))
+    results = session_outputs(session, columns)
     got = np.asarray(results[OUTPUT], dtype=np.float64)
     if got.shape != expected.shape:
         return float("inf")

@@ -21,7 +21,6 @@ from specml.runtime.families.onnx_io import (
     RawInput,
     graft_raw_io,
     index_name,
-    predicted_labels,
 )
 from specml.runtime.families.torch_net import TabularNet
 
@@ -82,10 +81,6 @@ class TorchModel:
         """The serving output `output` for raw columns (numpy float32)."""
         self.net.to("cpu").eval()
         return self.net(*self.tensors(columns)).numpy()
-
-    def labels(self, columns: Columns) -> np.ndarray:
-        """The `label` output: the predicted class name per row, object array [N,1]."""
-        return predicted_labels(self.task, self.classes, self.predict(columns))
 
     def save(self, folder: Path, metadata: dict[str, Any]) -> None:
         """Write the weights (model.pt) and model.json: the caller's metadata plus vocabularies,
@@ -277,8 +272,3 @@ def load(plan: Plan, folder: Path) -> TorchModel:
     model.net.load_state_dict(state)
     model.net.eval()
     return model
-
-
-def read_metadata(folder: Path) -> dict[str, Any]:
-    """model.json of a saved model."""
-    return json.loads((Path(folder) / METADATA).read_text())

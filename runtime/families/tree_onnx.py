@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from specml.compiler.ir import FeatureRef
+from specml.runtime.families.onnx_io import ML_OPSET, OPSET
 
-OPSET = 17
-ML_OPSET = 3
 _registered = False
 
 
@@ -143,21 +141,3 @@ def _rename_output(graph: Any, old: str, new: str) -> str:
             if name == old:
                 node.input[i] = new
     return new
-
-
-def session_outputs(session: Any, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Run a serving graph on raw 1-D columns (reshaped to [N,1]); outputs by name."""
-    feeds = {}
-    for inp in session.get_inputs():
-        col = np.asarray(columns[inp.name])
-        if inp.type == "tensor(string)":
-            col = col.astype(object)
-            col[np.array([v is None or (isinstance(v, float) and np.isnan(v)) for v in col])] = ""
-            col = col.astype(str).astype(object)
-        elif inp.type == "tensor(int64)":
-            col = col.astype(np.int64)
-        else:
-            col = col.astype(np.float32)
-        feeds[inp.name] = col.reshape(-1, 1)
-    names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, feeds), strict=True))

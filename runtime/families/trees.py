@@ -22,19 +22,12 @@ from typing import Any
 
 import numpy as np
 from specml.compiler.ir import FeatureRef, Plan
-from specml.runtime.encoding import (
-    Vocabulary,
-    class_names,
-    learn_vocabularies,
-    missing_mask,
-)
+from specml.runtime.encoding import Vocabulary, as_text, learn_vocabularies, missing_mask
 from specml.runtime.families.tree_booster import booster_columns, booster_matrix
 
 Columns = Mapping[str, np.ndarray]
 PIPELINE_FILE = "pipeline.joblib"
 META_FILE = "model.json"
-OPSET = 17
-ML_OPSET = 3
 _PLACEHOLDER = "\x00specml-empty-vocabulary"  # OrdinalEncoder needs one category per input
 
 
@@ -46,9 +39,7 @@ def _raw_frame(features: tuple[FeatureRef, ...], columns: Columns) -> Any:
     for f in features:
         raw = np.asarray(columns[f.input_name])
         if f.datatype == "BYTES":
-            text = raw.astype(object)
-            text[missing_mask(raw)] = ""
-            data[f.input_name] = text.astype(str).astype(object)
+            data[f.input_name] = as_text(raw, missing_mask(raw))
         elif f.datatype == "INT64":
             data[f.input_name] = raw.astype(np.int64)
         else:
@@ -365,9 +356,4 @@ def load(plan: Plan, folder: Path) -> TreeModel:
     return TreeModel(plan, pipeline, vocabs, classes, meta.get("training_device", "cpu"))
 
 
-__all__ = [
-    "TreeModel",
-    "class_names",
-    "fit",
-    "load",
-]
+__all__ = ["TreeModel", "fit", "load"]

@@ -113,9 +113,10 @@ def find_reference(workdir: str | Path) -> Path | None:
 
 
 def write_training_reference(
-    plan: Plan, training_set: str | Path, predictions: Any, out_dir: str | Path
+    plan: Plan, training_set: Any, predictions: Any, out_dir: str | Path
 ) -> dict[str, Path]:
-    """write_reference over the train split of a training-set parquet (what export_onnx calls).
+    """write_reference over the train split of a training set: its parquet path, or the frame
+    already read (what export_onnx passes).
 
     Never fails the export: a reference that cannot be built (e.g. a feature with no value in the
     training split) is logged and skipped; `specml monitor` then says there is no reference.
@@ -124,7 +125,9 @@ def write_training_reference(
 
     from specml.runtime.steps.common import read_training_set, split_indices
 
-    frame = read_training_set(Path(training_set))
+    frame = (
+        training_set if hasattr(training_set, "columns") else read_training_set(Path(training_set))
+    )
     rows = frame.iloc[split_indices(plan, frame)["train"]].reset_index(drop=True)
     try:
         return write_reference(plan, rows, predictions, out_dir, seed=plan.training.seed)

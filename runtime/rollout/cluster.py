@@ -21,28 +21,16 @@ from pathlib import Path
 from specml.compiler.ir import Plan
 
 
-def _kube_api(api_host: str | None) -> object:
-    from kubernetes import client, config
-
-    if api_host:  # an explicit API server (tests, port-forwards): no credentials
-        cfg = client.Configuration()
-        cfg.host = api_host
-        return client.CustomObjectsApi(client.ApiClient(cfg))
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
-    return client.CustomObjectsApi()
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the in-cluster rollout controller (and the retraining webhook) until killed."""
+    from kubernetes import client
     from specml.runtime.rollout.kubernetes import (
         ControllerConfig,
         InferenceServiceStore,
         IstioMirror,
         NotOwnedError,
         PrometheusFigures,
+        api_client,
         drive,
     )
 
@@ -58,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     config = ControllerConfig.from_json(args.config.read_text())
     assert plan.targets.kubeflow is not None
     namespace = plan.targets.kubeflow.namespace
-    api = _kube_api(args.kube_api)
+    api = client.CustomObjectsApi(api_client(args.kube_api, in_cluster_first=True))
     mirror = IstioMirror(api, namespace, config.virtual_service) if config.virtual_service else None
     store = InferenceServiceStore(
         api, namespace, plan.endpoint.name, plan.system.name, mirror=mirror

@@ -44,6 +44,24 @@ REVISION_PLACEHOLDER = "$revision"
 log = logging.getLogger("specml.rollout")
 
 
+def api_client(host: str | None, in_cluster_first: bool = False) -> Any:
+    """A kubernetes ApiClient: an explicit API server URL (tests, port-forwards: no credentials),
+    else the kubeconfig and the in-cluster service account, in-cluster first inside a pod."""
+    from kubernetes import client, config
+
+    if host:
+        cfg = client.Configuration()
+        cfg.host = host
+        return client.ApiClient(cfg)
+    loaders = [config.load_kube_config, config.load_incluster_config]
+    first, second = reversed(loaders) if in_cluster_first else loaders
+    try:
+        first()
+    except config.ConfigException:
+        second()
+    return client.ApiClient()
+
+
 class NotOwnedError(RuntimeError):
     """The InferenceService is not one this controller may change."""
 

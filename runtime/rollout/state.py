@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from specml.runtime.files import write_atomic
+from specml.runtime.files import write_json_atomic
 
 Status = Literal["pending", "shadow", "canary", "promoted", "rolled_back"]
 TERMINAL: tuple[str, ...] = ("promoted", "rolled_back")
@@ -50,10 +50,8 @@ class RolloutState:
 
 
 def save_state(state: RolloutState, path: str | Path) -> Path:
-    """Write temp file in the same folder, fsync it, os.replace over the state, fsync the folder."""
-    path = Path(path)
-    write_atomic(path, json.dumps(state.to_json(), sort_keys=True, indent=2) + "\n")
-    return path
+    """Write the state atomically and durably (see runtime.files)."""
+    return write_json_atomic(path, state.to_json())
 
 
 @dataclass(frozen=True)
@@ -72,7 +70,7 @@ class PromotionIntent:
 
 def save_intent(intent: PromotionIntent, path: str | Path) -> Path:
     """Record the intent atomically (fsynced): it exists whole, or not at all."""
-    return write_atomic(Path(path), json.dumps(asdict(intent), sort_keys=True, indent=2) + "\n")
+    return write_json_atomic(path, asdict(intent))
 
 
 def load_intent(path: str | Path) -> PromotionIntent | None:

@@ -49,7 +49,6 @@ from specml.runtime.serving.online_features import (
 )
 from specml.runtime.serving.protocol import (
     CONTRIBUTIONS,
-    ProtocolError,
     decode_infer,
     encode_infer,
     parse_json,
@@ -62,6 +61,7 @@ from specml.runtime.serving.sagemaker import (
     prediction_rows,
 )
 from specml.runtime.serving.shadow import ShadowMirror
+from specml.runtime.serving.tensors import ProtocolError
 
 SERVER_NAME = "specml"
 SERVER_VERSION = "0.1.0"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from specml.runtime.serving.protocol import INT64_MISSING, InputSchema, ProtocolError
+from specml.runtime.serving.tensors import INT64_MISSING, InputSchema, ProtocolError
 
 # Below this many rows a set lookup beats np.isin's sort.
 _SET_LOOKUP_ROWS = 32

@@ -20,7 +20,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from specml.runtime.serving.protocol import ProtocolError
+from specml.runtime.serving.tensors import ProtocolError
 
 log = logging.getLogger("specml.serving")
 LARGE_BODY_BYTES = 64 * 1024

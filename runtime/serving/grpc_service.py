@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 import numpy as np
 from specml.runtime.serving.asgi import HttpRequest, HttpResponse
+from specml.runtime.serving.tensors import serialize_strings
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
@@ -60,8 +61,7 @@ def _tensor_metadata(cls: Any, tensor: dict[str, Any]) -> Any:
 def _packed(tensor: Any) -> bytes:
     """A typed `contents` tensor in the binary tensor extension's layout."""
     if tensor.datatype == "BYTES":
-        items = list(tensor.contents.bytes_contents)
-        return b"".join(len(b).to_bytes(4, "little") + b for b in items)
+        return serialize_strings(np.array(list(tensor.contents.bytes_contents), dtype=object))
     field, dtype = _CONTENTS.get(tensor.datatype, ("fp32_contents", "<f4"))
     return np.asarray(list(getattr(tensor.contents, field)), dtype=dtype).tobytes()
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 from specml.runtime.serving.categories import CategoryGuard, CategoryPolicy
-from specml.runtime.serving.protocol import InputSchema, ProtocolError, TensorSpec
+from specml.runtime.serving.tensors import InputSchema, ProtocolError, TensorSpec
 
 log = logging.getLogger("specml.serving")
 
@@ -178,8 +178,9 @@ class ServedModel:
 
             m = self.manifest
             try:
-                names = tuple(i.name for i in m.inputs)
-                self.explainer = Explainer(self.model_dir, m.explain, names, m.task, m.classes)
+                self.explainer = Explainer(
+                    self.model_dir, m.explain, self.schema.names, m.task, m.classes
+                )
             except ValueError as exc:
                 raise ModelLoadError(f"serving.json 'explain': {exc}") from None
         self._ready = threading.Event()

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from specml.runtime.serving.protocol import TensorSpec, column_from_values
+from specml.runtime.serving.tensors import TensorSpec, column_from_values
 
 POINTER = "specml_repo.json"  # written by materialize_features: holds `materialized_until`
 

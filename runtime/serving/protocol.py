@@ -16,39 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from specml.runtime.serving.tensors import (  # re-exported: the protocol's public names
-    ACCEPTED,
-    INT64_MISSING,
-    MATRIX_INPUT,
-    MAX_ROWS_PER_REQUEST,
+from specml.runtime.serving.tensors import (
     InputSchema,
     ProtocolError,
     TensorSpec,
     WireTensor,
-    column_from_values,
     decode_tensors,
     serialize_strings,
 )
-
-__all__ = [
-    "ACCEPTED",
-    "INT64_MISSING",
-    "MATRIX_INPUT",
-    "MAX_ROWS_PER_REQUEST",
-    "InferRequest",
-    "InputSchema",
-    "OutputRequest",
-    "ProtocolError",
-    "TensorSpec",
-    "WireTensor",
-    "column_from_values",
-    "decode_infer",
-    "decode_tensors",
-    "encode_infer",
-    "parse_json",
-    "serialize_strings",
-    "split_body",
-]
 
 NUMPY_TO_DATATYPE: dict[str, str] = {
     "float32": "FP32",
@@ -81,11 +56,6 @@ class InferRequest:
     inputs: dict[str, np.ndarray]
     outputs: tuple[OutputRequest, ...]
     explain: bool = False  # parameters.explain: add the `contributions` output (explain.py)
-
-
-def rows_of(inputs: dict[str, np.ndarray]) -> int:
-    """The batch size of an input dict."""
-    return int(next(iter(inputs.values())).shape[0])
 
 
 def _reject_constant(name: str) -> float:

@@ -128,19 +128,12 @@ class ModelSlot:
 
     def count_categories(self, counts: list[CategoryCount]) -> None:
         """Count a request's unknown / missing values per feature on this version's series."""
-        m = self.metrics
+        # every (kind, feature) the guard can report has its child resolved in __init__
         for c in counts:
-            for kind, n, family in (
-                ("unknown", c.unknown, m.feature_unknown),
-                ("missing", c.missing, m.feature_missing),
-            ):
-                if not n:
-                    continue
-                child = self._per_feature.get((kind, c.feature))
-                if child is None:  # resolved once per feature: hot path
-                    child = family.labels(*self.labels, c.feature)
-                    self._per_feature[(kind, c.feature)] = child
-                child.inc(n)
+            if c.unknown:
+                self._per_feature[("unknown", c.feature)].inc(c.unknown)
+            if c.missing:
+                self._per_feature[("missing", c.feature)].inc(c.missing)
 
     def count(self, endpoint: str, status: int, seconds: float | None = None) -> None:
         """Count one answered (or failed) request on this version's series."""

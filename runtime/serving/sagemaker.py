@@ -29,14 +29,13 @@ from typing import Any
 
 import numpy as np
 from specml.runtime.serving.model import ServingManifest
-from specml.runtime.serving.protocol import (
+from specml.runtime.serving.protocol import decode_infer, split_body
+from specml.runtime.serving.tensors import (
     MAX_ROWS_PER_REQUEST,
     InputSchema,
     ProtocolError,
     TensorSpec,
     column_from_values,
-    decode_infer,
-    split_body,
 )
 
 DEFAULT_MODEL_DIR = Path("/opt/ml/model")

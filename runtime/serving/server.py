@@ -157,9 +157,8 @@ class ModelServer:
         if path in ("/v2/health/ready", "/ping") or (
             path.startswith("/v2/models/") and path.endswith("/ready")
         ):
-            response = unavailable(f"not ready: {self.status}")
-            response.body = json.dumps({"ready": False, "reason": self.status}).encode()
-            return response
+            body = json.dumps({"ready": False, "reason": self.status}).encode()
+            return HttpResponse(503, body, headers={"Retry-After": "1"})
         return unavailable(f"the server is starting ({self.status}); retry shortly")
 
     async def wait_loaded(self) -> None:

@@ -1,6 +1,6 @@
 """Model input tensors: the named, typed inputs a model takes and how a client's tensors become
-the model's input dict (transport-neutral: the REST codec in protocol.py and the gRPC service
-both call `decode_tensors`).
+the model's input dict (transport-neutral: the REST codec in protocol.py calls `decode_tensors`,
+and the gRPC service reaches it through the REST routes).
 
 A model takes one input per feature, named by its field, shape [-1, 1], datatype FP32 (numbers,
 NaN or null = missing), INT64 (integer categories, null = missing) or BYTES (strings, null or ""

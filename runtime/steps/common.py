@@ -148,20 +148,6 @@ def raw_column(datatype: str, values: Any) -> np.ndarray:
     return out
 
 
-def class_value(value: Any) -> str | int:
-    """A label value as a plain class value: bools stay bools, integral floats become ints, the
-    rest str (as runtime/encoding.py reads labels)."""
-    import numpy as np
-
-    if isinstance(value, bool | np.bool_):
-        return bool(value)
-    if isinstance(value, int | np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating) and float(value).is_integer():
-        return int(value)
-    return str(value)
-
-
 def label_values(plan: Plan, frame: pd.DataFrame) -> np.ndarray:
     """The raw label column: float32 (regression) or the class values as stored (str/int/bool)."""
     y = frame[plan.features.label.field]
@@ -204,15 +190,15 @@ def shown(values: Any, most: int = 8) -> str:
     return "[" + ", ".join(items) + (", ..." if len(values) > most else "") + "]"
 
 
-def data_error(message: str, path: tuple[str | int, ...], hint: str, code: str) -> TargetError:
-    """A data problem found when rows are read, pointing at the spec field it concerns."""
-    return TargetError([Diagnostic(message, path=path, hint=hint, stage="target", code=code)])
-
-
 def feature_path(plan: Plan, ref: str) -> tuple[str, ...]:
     """The YAML path of a `view:field` model input (for diagnostics)."""
     view, _, field = ref.partition(":")
     return ("features", "views", view, "fields", field)
+
+
+def take(columns: Mapping[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+    """The given rows of every raw column."""
+    return {name: values[rows] for name, values in columns.items()}
 
 
 def split_indices(plan: Plan, frame: pd.DataFrame) -> dict[str, np.ndarray]:

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 from specml.compiler.errors import Diagnostic, TargetError, YamlPath, did_you_mean
 from specml.compiler.ir import Plan
 from specml.runtime.contract import StepContext, StepResult
+from specml.runtime.encoding import class_value
 from specml.runtime.steps.common import (
     class_sort_key,
-    class_value,
     data_hash,
     need,
     read_source,

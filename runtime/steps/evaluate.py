@@ -11,7 +11,9 @@ from specml.runtime.steps.common import (
     class_indices,
     feature_columns,
     label_values,
+    model_metadata,
     need,
+    read_json,
     read_training_set,
     split_indices,
     write_json,
@@ -24,7 +26,13 @@ def holdout(
     plan: Plan, training_set: Path, classes: tuple[str | int, ...] | None
 ) -> tuple[Any, dict[str, Any], Any]:
     """(holdout frame, raw feature columns, labels as class indices or values), per the split."""
-    frame = read_training_set(training_set)
+    return holdout_of(plan, read_training_set(training_set), classes)
+
+
+def holdout_of(
+    plan: Plan, frame: Any, classes: tuple[str | int, ...] | None
+) -> tuple[Any, dict[str, Any], Any]:
+    """`holdout` of an already-read training-set frame."""
     rows = frame.iloc[split_indices(plan, frame)["holdout"]].reset_index(drop=True)
     return rows, feature_columns(plan, rows), class_indices(plan, label_values(plan, rows), classes)
 
@@ -32,7 +40,6 @@ def holdout(
 def load_trained(plan: Plan, folder: Path) -> tuple[Any, dict[str, Any]]:
     """The trained model in a model folder (through its family) and its metadata."""
     from specml.runtime.families import family_for
-    from specml.runtime.steps.common import model_metadata
 
     return family_for(plan).load(plan, Path(folder)), model_metadata(Path(folder))
 
@@ -59,17 +66,21 @@ def _champion_metric(
 ) -> tuple[float | None, str]:
     """The champion's metric on this holdout (re-scored with its ONNX graph through its named
     inputs, when it takes this model's inputs and classes) or, failing that, as logged."""
-    import json
-
-    from specml.runtime.steps.export import manifest_inputs, onnx_predict, onnx_session
+    from specml.runtime.steps.export import (
+        MANIFEST,
+        ONNX_FILE,
+        manifest_inputs,
+        onnx_predict,
+        onnx_session,
+    )
 
     mlflow = client(ctx)
     try:
         folder = Path(mlflow.download_artifacts(version.run_id, "model", str(ctx.workdir / "tmp")))
-        manifest = json.loads((folder / "serving.json").read_text())
+        manifest = read_json(folder / MANIFEST)
         same_classes = manifest.get("classes") == (None if classes is None else list(classes))
         if manifest.get("inputs") == manifest_inputs(plan) and same_classes:
-            out = onnx_predict(onnx_session(folder / "model.onnx"), columns)
+            out = onnx_predict(onnx_session(folder / ONNX_FILE), columns)
             return compute_metrics(plan.training.task, y, out, [metric])[metric], "rescored"
     except Exception:  # fall back to the metric logged when the champion was evaluated
         pass

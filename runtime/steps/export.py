@@ -14,6 +14,7 @@ from specml.runtime.steps.common import (
     entity_join_keys,
     feature_refs,
     need,
+    read_training_set,
     step_error,
     write_json,
 )
@@ -110,13 +111,14 @@ def export_onnx(
     and missing-value rows (any difference above tolerance fails the export), write serving.json."""
     import numpy as np
     from specml.runtime.families.parity import check_parity, parity_rows
-    from specml.runtime.steps.evaluate import holdout, load_trained
+    from specml.runtime.steps.evaluate import holdout_of, load_trained
 
     model, meta = load_trained(plan, need(inputs, "model", "export_onnx"))
     training_set = need(inputs, "training_set", "export_onnx")
     folder = need(outputs, "onnx_model", "export_onnx")
     with run_status(ctx, meta.get("mlflow_run_id"), end=False):
-        _, columns, y_holdout = holdout(plan, training_set, model.classes)
+        frame = read_training_set(training_set)  # read once: the holdout and the drift reference
+        _, columns, y_holdout = holdout_of(plan, frame, model.classes)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / MANIFEST).unlink(missing_ok=True)
         model.export_onnx(folder / ONNX_FILE)
@@ -161,7 +163,7 @@ def export_onnx(
         write_json(folder / MANIFEST, manifest)
         from specml.runtime.monitor.reference import write_training_reference
 
-        write_training_reference(plan, training_set, expected, folder)
+        write_training_reference(plan, frame, expected, folder)
     return StepResult(
         values={
             "onnx_max_abs_diff": max_diff,
@@ -174,5 +176,4 @@ def export_onnx(
 
 def model_vocabularies(model: Any, meta: dict[str, Any]) -> dict[str, list[Any]]:
     """Each categorical input's vocabulary (learned or declared) as the trained model holds it."""
-    vocab = getattr(model, "vocabularies", None) or {}
-    return {name: list(getattr(v, "values", v)) for name, v in dict(vocab).items()}
+    return {name: list(v.values) for name, v in model.vocabularies.items()}

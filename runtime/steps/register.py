@@ -155,7 +155,7 @@ def publish(plan: Plan, ctx: StepContext, version: str, slot: str = "current") -
     serving.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{slot}-", dir=serving))
     downloaded = Path(mlflow.download_artifacts(mv.run_id, "model", str(staging)))
-    manifest = json.loads((downloaded / MANIFEST).read_text())
+    manifest = read_json(downloaded / MANIFEST)
     manifest["model_version"] = str(mv.version)
     write_json(downloaded / MANIFEST, manifest)
     target = serving / slot

@@ -29,6 +29,7 @@ from specml.runtime.steps.common import (
     entity_join_keys,
     feature_columns,
     read_json,
+    take,
 )
 
 TOLERANCE = 1e-5
@@ -66,10 +67,6 @@ def _column_diff(a: Any, b: Any) -> float:
     if a.dtype.kind == "f":
         return float(np.max(np.abs(a[both].astype("float64") - b[both].astype("float64"))))
     return float(np.any(a[both] != b[both]))
-
-
-def _take(columns: dict[str, Any], rows: Any) -> dict[str, Any]:
-    return {k: v[rows] for k, v in columns.items()}
 
 
 def check_skew(
@@ -128,8 +125,8 @@ def check_skew(
         int((~_missing(x_off[k][fresh]) & _missing(x_on[k][fresh])).sum()) for k in x_off
     )
     feature_diff = max((_column_diff(x_off[k][fresh], x_on[k][fresh]) for k in x_off), default=0.0)
-    p_off = onnx_predict(session, _take(x_off, fresh))
-    p_on = onnx_predict(session, _take(x_on, fresh))
+    p_off = onnx_predict(session, take(x_off, fresh))
+    p_on = onnx_predict(session, take(x_on, fresh))
     report: dict[str, Any] = {
         "holdout_rows": int(len(rows)),
         "entities": int(n),
@@ -149,8 +146,8 @@ def check_skew(
         report["served_compared_rows"] = int(n)
     if predict_inputs is not None:
         some = np.arange(min(len(rows), max_entities))
-        offline_rows = onnx_predict(session, _take(columns, some))
-        served = np.asarray(predict_inputs(_take(columns, some)), dtype="float32")
+        offline_rows = onnx_predict(session, take(columns, some))
+        served = np.asarray(predict_inputs(take(columns, some)), dtype="float32")
         report["holdout_vs_served_inputs_max_abs_diff"] = _max_abs(
             offline_rows, served.reshape(offline_rows.shape)
         )

@@ -12,7 +12,6 @@ from specml.runtime.steps.common import (
     INT_MISSING,
     OUTPUT_NAME,
     class_indices,
-    data_error,
     entity_join_keys,
     feature_columns,
     feature_path,
@@ -22,6 +21,8 @@ from specml.runtime.steps.common import (
     need,
     read_training_set,
     split_indices,
+    step_error,
+    take,
     write_json,
 )
 from specml.runtime.steps.features import training_set_repo
@@ -42,11 +43,6 @@ def training_device(plan: Plan) -> str:
     except ImportError:  # a tree-only install trains on CPU
         return "cpu"
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def take(columns: Columns, rows: np.ndarray) -> Columns:
-    """The given rows of every raw column."""
-    return {name: values[rows] for name, values in columns.items()}
 
 
 def check_training_features(plan: Plan, columns: Columns) -> None:
@@ -72,11 +68,11 @@ def check_training_features(plan: Plan, columns: Columns) -> None:
         diagnostics = [
             d
             for ref, what in problems
-            for d in data_error(
+            for d in step_error(
                 f"feature '{ref.ref}' {what}: it cannot inform the model",
-                feature_path(plan, ref.ref),
-                "fix the source column or drop the field from training.features",
-                "useless_feature",
+                hint="fix the source column or drop the field from training.features",
+                code="useless_feature",
+                path=feature_path(plan, ref.ref),
             ).diagnostics
         ]
         raise TargetError(diagnostics)

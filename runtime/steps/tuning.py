@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 from specml.compiler.ir import Plan, SearchDimension
-from specml.runtime.steps.common import step_error
+from specml.runtime.steps.common import step_error, take
 
 Split = tuple[Mapping[str, np.ndarray], np.ndarray]
 
@@ -303,8 +303,8 @@ def tune(
     if plan.training.tuning is None:
         return plan, None
     rows_train, rows_val = splits["train"], splits["validation"]
-    train = ({k: v[rows_train] for k, v in columns.items()}, y[rows_train])
-    validation = ({k: v[rows_val] for k, v in columns.items()}, y[rows_val])
+    train = (take(columns, rows_train), y[rows_train])
+    validation = (take(columns, rows_val), y[rows_val])
     return tuned_plan(plan, ctx, train, validation, classes, device, run_id)
 
 

@@ -127,26 +127,6 @@ def object_path(doc: dict[str, Any]) -> str:
     return f"/{prefix}/namespaces/{meta['namespace']}/{plural}/{meta['name']}"
 
 
-def _kube_client(options: KubeflowApplyOptions) -> Any:
-    return kube_api_client(options.kube_api)
-
-
-def kube_api_client(kube_api: str | None) -> Any:
-    """A kubernetes ApiClient: an explicit API server URL (no credentials), else the kubeconfig,
-    else the in-cluster service account."""
-    from kubernetes import client, config
-
-    if kube_api:
-        cfg = client.Configuration()
-        cfg.host = kube_api
-        return client.ApiClient(cfg)
-    try:
-        config.load_kube_config()
-    except config.ConfigException:
-        config.load_incluster_config()
-    return client.ApiClient()
-
-
 def server_side_apply(api: Any, doc: dict[str, Any]) -> None:
     """PATCH application/apply-patch+yaml, fieldManager=specml, force (kubernetes client)."""
     api.call_api(
@@ -258,13 +238,15 @@ def _from_base(options: ApplyOptions | None) -> KubeflowApplyOptions:
 
 def apply_plan(plan: Plan, files: dict[str, str], options: ApplyOptions | None) -> ApplyReport:
     """Upload and start the pipeline, set the schedules, server-side-apply the manifests."""
+    from specml.runtime.rollout.kubernetes import api_client
+
     opts = options if isinstance(options, KubeflowApplyOptions) else _from_base(options)
     report = ApplyReport(dry_run=opts.dry_run)
     with tempfile.TemporaryDirectory(prefix="specml-kfp-") as tmp:
         pipeline = Path(tmp) / "pipeline.yaml"
         pipeline.write_text(files["pipeline.yaml"], encoding="utf-8")
         _apply_pipeline(plan, pipeline, opts, report)
-    api = None if opts.dry_run else _kube_client(opts)
+    api = None if opts.dry_run else api_client(opts.kube_api)
     for doc in manifests(files):
         what = (
             f"kubernetes: server-side apply {doc['kind']} {doc['metadata']['namespace']}/"

@@ -16,10 +16,10 @@ from typing import Any
 from specml.compiler.ir import Plan
 from specml.targets.kubeflow.kserve import needs_monitor, shadow_mirror_name, shadow_supported
 from specml.targets.kubeflow.manifests import (
-    common_annotations,
     common_labels,
     dump_manifest,
     namespace,
+    object_meta,
 )
 from specml.targets.kubeflow.prometheus import controller_queries
 
@@ -102,14 +102,7 @@ def controller_rules(plan: Plan) -> list[dict[str, Any]]:
 
 
 def _meta(plan: Plan, name: str) -> dict[str, Any]:
-    labels = common_labels(plan)
-    labels["app.kubernetes.io/component"] = "rollout-controller"
-    return {
-        "name": name,
-        "namespace": namespace(plan),
-        "labels": labels,
-        "annotations": common_annotations(plan),
-    }
+    return object_meta(plan, name, "rollout-controller")
 
 
 def _container(plan: Plan) -> dict[str, Any]:

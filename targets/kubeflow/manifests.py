@@ -60,6 +60,17 @@ def common_annotations(plan: Plan) -> dict[str, str]:
     return {"specml.io/ir-version": plan.ir_version}
 
 
+def object_meta(plan: Plan, name: str, component: str) -> dict[str, Any]:
+    """metadata of one of the system's objects: name, namespace, the common labels plus
+    `app.kubernetes.io/component`, the common annotations."""
+    return {
+        "name": name,
+        "namespace": namespace(plan),
+        "labels": {**common_labels(plan), "app.kubernetes.io/component": component},
+        "annotations": common_annotations(plan),
+    }
+
+
 def short_hash(plan: Plan) -> str:
     """The spec hash's first 12 hex digits, for headers."""
     return plan.spec_hash.rsplit(":", 1)[-1][:12]

@@ -22,10 +22,10 @@ from specml.targets.kubeflow.kserve import (
     storage_uri,
 )
 from specml.targets.kubeflow.manifests import (
-    common_annotations,
     common_labels,
     dump_manifest,
     namespace,
+    object_meta,
 )
 
 MONITOR_FILE = "monitor/monitor.yaml"
@@ -39,17 +39,6 @@ STORAGE_INITIALIZER = "kserve/storage-initializer:v0.14.1"
 def monitor_name(plan: Plan) -> str:
     """Name of the monitor's Deployment, Service and ServiceMonitor."""
     return f"{plan.system.name}-monitor"
-
-
-def _meta(plan: Plan, name: str, component: str) -> dict[str, Any]:
-    labels = common_labels(plan)
-    labels["app.kubernetes.io/component"] = component
-    return {
-        "name": name,
-        "namespace": namespace(plan),
-        "labels": labels,
-        "annotations": common_annotations(plan),
-    }
 
 
 def monitor_manifests(plan: Plan) -> list[dict[str, Any]]:
@@ -108,7 +97,7 @@ def monitor_manifests(plan: Plan) -> list[dict[str, Any]]:
     deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _meta(plan, name, "monitor"),
+        "metadata": object_meta(plan, name, "monitor"),
         "spec": {
             # one replica: the drift windows live in its memory
             "replicas": 1,
@@ -123,7 +112,7 @@ def monitor_manifests(plan: Plan) -> list[dict[str, Any]]:
             },
         },
     }
-    service_meta = _meta(plan, name, "monitor")
+    service_meta = object_meta(plan, name, "monitor")
     service_meta["annotations"].update(
         {
             "prometheus.io/scrape": "true",
@@ -144,7 +133,7 @@ def monitor_manifests(plan: Plan) -> list[dict[str, Any]]:
     service_monitor = {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "ServiceMonitor",
-        "metadata": _meta(plan, name, "monitor"),
+        "metadata": object_meta(plan, name, "monitor"),
         "spec": {
             "selector": {"matchLabels": selector},
             "endpoints": [{"port": "http", "path": "/metrics", "interval": "30s"}],
@@ -165,7 +154,7 @@ def shadow_virtual_service(plan: Plan) -> dict[str, Any] | None:
     return {
         "apiVersion": "networking.istio.io/v1beta1",
         "kind": "VirtualService",
-        "metadata": _meta(plan, name, "shadow"),
+        "metadata": object_meta(plan, name, "shadow"),
         "spec": {
             "hosts": [host],
             "gateways": ["mesh"],

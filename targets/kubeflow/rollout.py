@@ -20,13 +20,17 @@ def rollout_status(plan: Plan, kube_api: str | None) -> dict[str, Any] | None:
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
     from kubernetes.config import ConfigException
-    from specml.runtime.rollout.kubernetes import InferenceServiceStore, NotOwnedError, status_of
-    from specml.targets.kubeflow.apply import kube_api_client
+    from specml.runtime.rollout.kubernetes import (
+        InferenceServiceStore,
+        NotOwnedError,
+        api_client,
+        status_of,
+    )
     from urllib3.exceptions import HTTPError
 
     ns, name = namespace(plan), plan.endpoint.name
     try:
-        api = client.CustomObjectsApi(kube_api_client(kube_api))
+        api = client.CustomObjectsApi(api_client(kube_api))
         return status_of(InferenceServiceStore(api, ns, name, plan.system.name))
     except NotOwnedError as exc:
         raise _error(str(exc), "not_owned", "is this the spec that applied it?") from None

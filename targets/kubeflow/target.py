@@ -74,13 +74,12 @@ class KubeflowTarget:
 
     def apply(self, plan: Plan, base_dir: Path, options: ApplyOptions | None = None) -> Any:
         """Upload + run the pipeline, set recurring runs, server-side-apply the manifests."""
+        from specml.runtime.files import write_atomic
         from specml.targets.kubeflow.apply import apply_plan
 
         report = apply_plan(plan, self.render(plan), options)
         if not (options is not None and options.dry_run):
-            record = self.recorded_plan(plan, base_dir)
-            record.parent.mkdir(parents=True, exist_ok=True)
-            record.write_text(plan.to_json(), encoding="utf-8")
+            write_atomic(self.recorded_plan(plan, base_dir), plan.to_json())
         return report
 
     def recorded_plan(self, plan: Plan, base_dir: Path) -> Path:

@@ -24,7 +24,13 @@ from specml.targets import base
 from specml.targets.local.errors import GateFailed
 from specml.targets.local.retention import prune_online_stores
 from specml.targets.local.skew import check_served_skew
-from specml.targets.local.state import is_up_to_date, load_state, save_state, source_hashes
+from specml.targets.local.state import (
+    is_up_to_date,
+    load_state,
+    save_state,
+    source_hashes,
+    workdir,
+)
 
 
 @dataclass
@@ -145,7 +151,7 @@ class ApplyRun:
         from specml.runtime.contract import StepContext
 
         self.plan, self.base, self.say = plan, base_dir, say
-        self.wd = Workdir(base_dir / plan.targets.local.workdir)
+        self.wd = Workdir(workdir(plan, base_dir))
         self.state: dict[str, Any] = load_state(self.wd.root) or {}
         self.data_hash = data_hash
         self.run_id = new_run_id()
@@ -299,7 +305,7 @@ def apply(plan: Plan, base_dir: Path, options: base.ApplyOptions) -> ApplyResult
 
     say = printer(options)
     base_dir = Path(base_dir).resolve()
-    wd = base_dir / plan.targets.local.workdir
+    wd = workdir(plan, base_dir)
     state = load_state(wd) or {}
     current = data_hash(plan, base_dir)
     if not options.force and is_up_to_date(state, plan, current):
@@ -308,5 +314,5 @@ def apply(plan: Plan, base_dir: Path, options: base.ApplyOptions) -> ApplyResult
     result = ApplyRun(plan, base_dir, options, say, current).run()
     removed = prune_online_stores(plan, base_dir)
     if removed:
-        say(f"  removed {len(removed)} old online store(s) (targets.local.keep_runs)")
+        say(f"  removed {len(removed)} old online store(s) (targets.local.keep_online_stores)")
     return result

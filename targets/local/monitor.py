@@ -28,6 +28,7 @@ from specml.targets.local import rollout as local_rollout
 from specml.targets.local.actions import retrain, rollback_rollout
 from specml.targets.local.labels import ingest_labels, read_live_metrics, refresh_posted_labels
 from specml.targets.local.monitor_live import Observation, live_figures, retrain_if_due
+from specml.targets.local.publish import folder_version
 from specml.targets.local.state import load_state, workdir
 
 __all__ = [
@@ -63,15 +64,6 @@ def monitor_dir(plan: Plan, base_dir: Path) -> Path:
 def rollout_state_path(plan: Plan, base_dir: Path) -> Path:
     """Where the local rollout keeps its state."""
     return local_rollout.state_path(plan, Path(base_dir).resolve())
-
-
-def _folder_version(folder: Path) -> str | None:
-    """The registry version in a model folder's serving.json (None when unknown)."""
-    try:
-        version = json.loads((folder / "serving.json").read_text()).get("model_version")
-    except (OSError, ValueError):
-        return None
-    return None if version is None else str(version)
 
 
 def _holdout_metrics(state: dict[str, Any]) -> dict[str, float]:
@@ -129,7 +121,7 @@ def _drift(plan: Plan, wd: Workdir, obs: Observation, opts: MonitorOptions) -> N
     pred_cols = list(refs.predictions.feature_names) if refs.predictions is not None else []
     if refs.predictions is not None and set(pred_cols) <= set(frame.columns):
         # prediction drift is the champion's: leave out canary/challenger answers
-        version = _folder_version(obs.reference)
+        version = folder_version(obs.reference)
         mine = frame[frame["model_version"] == version] if version is not None else frame
         if len(mine):
             obs.prediction_drift = check_drift(refs.predictions, mine[pred_cols])

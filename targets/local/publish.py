@@ -28,9 +28,10 @@ _AT_FDCWD, _RENAME_EXCHANGE = -100, 2
 def folder_version(folder: Path) -> str | None:
     """The registry version a published model folder holds (None: no complete folder there)."""
     try:
-        return str(json.loads((folder / "serving.json").read_text())["model_version"])
+        version = json.loads((folder / "serving.json").read_text())["model_version"]
     except (OSError, ValueError, KeyError):
         return None
+    return None if version is None else str(version)
 
 
 def copy_in(

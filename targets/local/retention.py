@@ -14,6 +14,7 @@ from pathlib import Path
 
 from specml.compiler.ir import Plan
 from specml.runtime.layout import Workdir
+from specml.targets.local.state import workdir
 
 ONLINE_STORE = "online_store.db"
 
@@ -40,7 +41,7 @@ def online_stores(wd: Workdir) -> list[Path]:
 
 def prune_online_stores(plan: Plan, base_dir: Path) -> list[Path]:
     """Remove online stores no published model reads, beyond the newest kept ones; the removed."""
-    wd = Workdir(Path(base_dir).resolve() / plan.targets.local.workdir)
+    wd = Workdir(workdir(plan, base_dir))
     served = _served_repos(wd)
     others = [db for db in online_stores(wd) if db.parent.parent.resolve() not in served]
     keep = plan.targets.local.keep_online_stores

@@ -14,7 +14,6 @@ remaining hold.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import threading
 import time
@@ -28,6 +27,7 @@ from specml.compiler.ir import Plan
 from specml.runtime.layout import Workdir
 from specml.targets.base import RolloutOptions, RolloutReport
 from specml.targets.local import promotion
+from specml.targets.local.publish import folder_version
 from specml.targets.local.state import workdir
 
 log = logging.getLogger("specml.rollout")
@@ -56,13 +56,6 @@ def server_url(plan: Plan, url: str | None = None) -> str:
 
 def _error(message: str, code: str, hint: str) -> TargetError:
     return TargetError([Diagnostic(message, hint=hint, stage="target", code=code)])
-
-
-def _folder_version(folder: Path) -> str | None:
-    try:
-        return str(json.loads((folder / "serving.json").read_text())["model_version"])
-    except (OSError, ValueError, KeyError):
-        return None
 
 
 def registry_for(plan: Plan, base_dir: Path) -> Any:
@@ -135,8 +128,8 @@ def _controller(
     from specml.runtime.rollout.state import load_state
 
     path = state_path(plan, base_dir)
-    champion = _folder_version(serving_dir(plan, base_dir, "current"))
-    challenger = _folder_version(serving_dir(plan, base_dir, "challenger"))
+    champion = folder_version(serving_dir(plan, base_dir, "current"))
+    challenger = folder_version(serving_dir(plan, base_dir, "challenger"))
     if path.exists():
         state = load_state(path)
         if not state.done:
@@ -181,7 +174,7 @@ def start_rollout(
         raise _error(
             "the spec has no rollout section", "no_rollout", "add rollout.steps to the spec"
         )
-    champion = champion_version or _folder_version(serving_dir(plan, base_dir, "current"))
+    champion = champion_version or folder_version(serving_dir(plan, base_dir, "current"))
     ctl = promotion.start(
         plan, base_dir, str(challenger_version), champion, registry, time_scale=time_scale
     )
@@ -198,16 +191,6 @@ def alert_levels(plan: Plan, base_dir: Path, since: float | None) -> dict[str, s
         if since is None or float(event.get("at", 0.0)) >= since:
             levels[str(event["alert_id"])] = str(event["level"])
     return levels
-
-
-def publish_champion(plan: Plan, base_dir: Path, version: str) -> Path:
-    """Make serving/current hold `version`: a complete copy, swapped in atomically (promotion.py)."""
-    return promotion.publish_champion(plan, base_dir, version)
-
-
-def _settle(plan: Plan, base_dir: Path, registry: Any) -> None:
-    """Carry out (or finish) the journaled promotion or rollback, then clear the journal."""
-    promotion.finish_pending(plan, base_dir, registry)
 
 
 def _finished(plan: Plan, base_dir: Path, registry: Any, action: str | None = None) -> Any:
@@ -275,7 +258,7 @@ def run_rollout(
         )
         if on_decision is not None:
             on_decision(decision)
-    _settle(plan, base_dir, registry)
+    promotion.finish_pending(plan, base_dir, registry)  # carry out the journaled decision
     return ctl.state
 
 
@@ -302,7 +285,7 @@ def promote_now(
         return finished
     ctl = _in_progress(plan, base_dir, registry)
     ctl.promote(reason)
-    _settle(plan, base_dir, registry)
+    promotion.finish_pending(plan, base_dir, registry)  # carry out the journaled decision
     return ctl.state
 
 
@@ -314,7 +297,7 @@ def rollback_now(plan: Plan, base_dir: Path, reason: str, registry: Any = "mlflo
         return finished
     ctl = _in_progress(plan, base_dir, registry)
     ctl.rollback(reason)
-    _settle(plan, base_dir, registry)
+    promotion.finish_pending(plan, base_dir, registry)  # carry out the journaled decision
     return ctl.state
 
 
@@ -342,8 +325,8 @@ def _start_published_challenger(plan: Plan, base_dir: Path) -> None:
     state = load_state(path) if path.exists() else None
     if state is not None and not state.done:
         return
-    challenger = _folder_version(serving_dir(plan, base_dir, "challenger"))
-    champion = _folder_version(serving_dir(plan, base_dir, "current"))
+    challenger = folder_version(serving_dir(plan, base_dir, "challenger"))
+    champion = folder_version(serving_dir(plan, base_dir, "current"))
     if challenger is None or challenger == champion:
         return  # promote_now says there is nothing to promote
     if state is not None and state.challenger_version == challenger:

@@ -85,18 +85,11 @@ def served_scorer(plan: Plan, model_dir: Path) -> Iterator[ServedScorer]:
     """The model in `model_dir` behind a real local HTTP server (batching per the Plan, any free
     port), with its predict-by-entity endpoint and its Open Inference Protocol named inputs."""
     import numpy as np
-    from specml.runtime.serving.server import ServerConfig, running_server
+    from specml.runtime.serving.server import running_server
+    from specml.targets.local.serve import endpoint_config
 
-    batching = plan.endpoint.batching
-    config = ServerConfig(
-        model_dir=Path(model_dir),
-        host="127.0.0.1",
-        port=0,
-        batching=batching.enabled,
-        max_batch_size=batching.max_batch_size,
-        max_delay_ms=batching.max_delay_ms,
-        features_as_of="materialized",
-    )  # TTLs as of the skew check's offline leg
+    # TTLs as of the skew check's offline leg
+    config = endpoint_config(plan, model_dir, "127.0.0.1", 0, features_as_of="materialized")
     name = plan.registry.name
     with running_server(config) as url:
 

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from specml.runtime.serving import ServerConfig, running_server
-from specml.runtime.serving.protocol import INT64_MISSING
+from specml.runtime.serving.tensors import INT64_MISSING
 from specml.runtime.serving.testing import http_request, metric_samples, write_model_dir
 
 tritonclient_http = pytest.importorskip("tritonclient.http")

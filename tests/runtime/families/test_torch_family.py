@@ -16,6 +16,7 @@ from specml.runtime.encoding import encode_labels, learn_classes
 from specml.runtime.families import family_for
 from specml.runtime.families import torch_family as tf
 from specml.runtime.families.parity import check_parity, onnx_feed, parity_rows
+from specml.runtime.steps.common import model_metadata
 
 from .plans import categorical, columns_of, make_plan
 
@@ -115,7 +116,7 @@ def test_save_load_round_trip_is_exact(species, tmp_path: Path) -> None:  # noqa
     rows = parity_rows(plan, model, holdout["columns"])
     assert np.array_equal(loaded.predict(rows), model.predict(rows))
     assert loaded.classes == model.classes and loaded.vocabularies == model.vocabularies
-    meta = tf.read_metadata(tmp_path / "m")
+    meta = model_metadata(tmp_path / "m")
     assert meta["mlflow_run_id"] == "r1" and meta["classes"] == ["Adelie", "Chinstrap", "Gentoo"]
     assert meta["categorical"]["island"]["vocabulary"] == ["Biscoe", "Dream", "Torgersen"]
     assert [i["name"] for i in meta["inputs"]] == [f.input_name for f in plan.training.features]

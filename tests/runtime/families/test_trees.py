@@ -16,7 +16,8 @@ import pytest
 from specml.compiler import ir
 from specml.runtime.encoding import default_categorical, encode_labels, learn_classes
 from specml.runtime.families import trees
-from specml.runtime.families.tree_onnx import session_outputs, to_serving_outputs
+from specml.runtime.families.parity import session_outputs
+from specml.runtime.families.tree_onnx import to_serving_outputs
 
 FAMILIES = ["lightgbm", "xgboost"]
 TASKS = ["binary_classification", "multiclass_classification", "regression"]
