@@ -11,7 +11,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from specml.compiler.errors import Diagnostic, SpecError, did_you_mean
+from specml.cli.common import usage_error
+from specml.compiler.errors import SpecError, did_you_mean
 
 TASKS = ("binary_classification", "multiclass_classification", "regression")
 
@@ -108,10 +109,6 @@ _TASKS: dict[str, dict[str, str]] = {
 }
 
 
-def _usage(message: str, hint: str | None = None) -> SpecError:
-    return SpecError([Diagnostic(message, hint=hint, stage="usage", code="usage")])
-
-
 def _find_schema(start: Path) -> Path | None:
     """The nearest schemas/specml.schema.json at or above `start`, then under the working folder."""
     for folder in (start, *start.parents, Path.cwd()):
@@ -121,16 +118,21 @@ def _find_schema(start: Path) -> Path | None:
     return None
 
 
-def system_name(file: Path) -> str:
-    """A system name from a spec file name: `specs/My Churn_v2.yaml` -> `my-churn-v2`."""
-    return re.sub(r"[^a-z0-9]+", "-", file.stem.lower()).strip("-")
+def system_name(file: Path) -> str | None:
+    """A system name from a spec file name: `specs/My Churn_v2.yaml` -> `my-churn-v2`,
+    `2024_churn.yaml` -> `churn`; None when no valid name is left."""
+    from specml.compiler.spec.types import NAME_RE
+
+    words = re.sub(r"[^a-z0-9]+", "-", file.stem.lower())
+    name = re.sub(r"^[^a-z]+", "", words)[:52].rstrip("-")  # starts with a letter, fits 52
+    return name if re.fullmatch(NAME_RE, name) else None
 
 
 def starter_spec(task: str, file: Path | None = None, schema: Path | None = None) -> str:
     """A commented starter spec for a task; its modeline points at the schema relative to `file`."""
     if task not in _TASKS:
         guess = did_you_mean(task, TASKS)
-        raise _usage(
+        raise usage_error(
             f"unknown task '{task}'",
             f"did you mean '{guess}'?" if guess else f"one of: {', '.join(TASKS)}",
         )
@@ -140,8 +142,9 @@ def starter_spec(task: str, file: Path | None = None, schema: Path | None = None
     modeline = Path(os.path.relpath(schema.resolve(), where)).as_posix()
     shown = str(file) if file else "spec.yaml"
     fields = dict(_TASKS[task])
-    if file is not None and system_name(file):  # its own system and workdir, not an example's
-        fields["name"] = system_name(file)
+    name = system_name(file) if file is not None else None
+    if name is not None:  # its own system and workdir, not an example's
+        fields["name"] = name
     text = _HEAD.format(schema=modeline, task=task, file=shown, **fields)
     if found is None:  # the modeline names a schema that is not there yet: say how to get it
         first, rest = text.split("\n", 1)
@@ -156,7 +159,7 @@ def write_starter(task: str, output: Path | None, force: bool = False) -> str:
     text = starter_spec(task, output)
     if output is not None:
         if output.exists() and not force:
-            raise _usage(
+            raise usage_error(
                 f"{output} already exists", "pass --force to overwrite it, or pick another -o"
             )
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -199,7 +202,7 @@ def lookup(path: str) -> list[Any]:
         if guess
         else "see docs/reference.md, or `specml explain training`"
     )
-    raise _usage(f"no spec field at '{path}'", hint)
+    raise usage_error(f"no spec field at '{path}'", hint)
 
 
 def _closest_path(given: list[str], fields: list[Any]) -> str | None:

@@ -66,6 +66,30 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _read_record(path: Path) -> dict[str, str]:
+    """What demo-data wrote before (file -> sha256); a damaged record is the user's to remove."""
+    if not path.is_file():
+        return {}
+    try:
+        record = json.loads(path.read_text())
+        if isinstance(record, dict):
+            return record
+        problem = "it is not a JSON object"
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        problem = str(exc)
+    raise TargetError(
+        [
+            Diagnostic(
+                f"the demo-data record cannot be read: {problem}",
+                file=str(path),
+                hint="delete it: demo-data then leaves every existing source file alone",
+                stage="usage",
+                code="usage",
+            )
+        ]
+    )
+
+
 def _inside(path: Path, folder: Path) -> bool:
     return path.resolve().is_relative_to(folder.resolve())
 
@@ -129,7 +153,7 @@ def demo_data(
             raise usage_error("--rows must be at least 1", hint="e.g. --rows 5000")
         base = cmd.base_dir
         record_path = Workdir(base / the_plan.targets.local.workdir).root / DEMO_RECORD
-        record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+        record = _read_record(record_path)
         problems = demo_targets(the_plan, base, record, list(allow_write or []))
         if problems:
             raise TargetError(problems)

@@ -59,8 +59,8 @@ class Diagnostic:
 
     @property
     def location(self) -> str:
-        """`FILE:LINE:COL`, as much of it as is known."""
-        where = self.file or "<spec>"
+        """`FILE:LINE:COL`, as much of it as is known; a command-line mistake names the command."""
+        where = self.file or ("specml" if self.stage == "usage" else "<spec>")
         if self.line is not None:
             where += f":{self.line}"
             if self.col is not None:

@@ -267,17 +267,17 @@ def validate_document(composed: Composed) -> tuple[MLSystem | None, list[Diagnos
 
 def _without(data: Any, path: YamlPath) -> bool:
     """Remove the value at `path` from nested dicts/lists in place; False when it is not there."""
-    node = data
-    for key in path[:-1]:
-        in_dict = isinstance(node, dict) and key in node
-        in_list = isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node)
-        if not (in_dict or in_list):
-            return False
-        node = node[key]
+    node = _lookup(data, path[:-1])
     if isinstance(node, dict) and path and path[-1] in node:
         del node[path[-1]]
         return True
     return False
+
+
+def _caused_by(path: YamlPath, removed: set[YamlPath]) -> bool:
+    """An error at a removed value or at one of its parents (a mapping left empty, a required key
+    now missing, the parent's own rules) comes from the removal, not from the spec."""
+    return any(r[: len(path)] == path for r in removed)
 
 
 def salvage(
@@ -305,7 +305,7 @@ def salvage(
         except ValidationError as exc:
             errors = [dict(e) for e in exc.errors(include_url=False)]
         fresh = [_diagnostic(e, composed) for e in errors]
-        if any(tuple(d.path) in removed or not d.path for d in fresh):
+        if any(_caused_by(tuple(d.path), removed) for d in fresh):
             return None, found  # a value we removed was needed: its error is ours, not the user's
         found += fresh
         pending = [tuple(d.path) for d in fresh]

@@ -25,8 +25,11 @@ def _edge(value: float) -> str:
 
 def slice_masks(spec: Slice, column: np.ndarray) -> list[tuple[str, np.ndarray]]:
     """(slice name, row mask) for each slice of one feature column, in a stable order."""
+    from specml.runtime.steps.common import INT_MISSING
+
     raw = np.asarray(column)
-    missing = missing_mask(raw)
+    # integer categoricals carry missing as INT_MISSING (an int64 column cannot hold None)
+    missing = raw == INT_MISSING if raw.dtype.kind in "iu" else missing_mask(raw)
     name = spec.input_name
     out: list[tuple[str, np.ndarray]] = []
     if spec.bins is not None:

@@ -139,3 +139,15 @@ def test_init_without_a_schema_says_how_to_write_it(
     assert _run("init", "-o", "specs/b.yaml")[0] == 0
     assert "specml schema" not in (tmp_path / "specs" / "b.yaml").read_text().splitlines()[1]
     assert validate_file(tmp_path / "specs" / "a.yaml").spec.metadata.name == "a"  # its file
+
+
+@pytest.mark.parametrize(
+    ("stem", "name"),
+    [("2024_churn", "churn"), ("a" * 60, "a" * 52), ("My Churn_v2", "my-churn-v2")],
+)
+def test_init_names_the_system_validly_from_any_file_name(
+    tmp_path: Path, stem: str, name: str
+) -> None:
+    spec = tmp_path / f"{stem}.yaml"
+    assert _run("init", "-o", str(spec))[0] == 0
+    assert validate_file(spec).spec.metadata.name == name

@@ -246,3 +246,16 @@ def test_rollout_run_shows_progress_while_a_step_holds(capsys: pytest.CaptureFix
     quiet = _Progress(Format.json)
     quiet(decision("advance"))
     assert capsys.readouterr().err == ""
+
+
+def test_a_damaged_demo_data_record_is_a_usage_error_at_its_file(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    assert CliRunner().invoke(app, ["init", "-o", str(spec)]).exit_code == 0
+    workdir = yaml.safe_load(spec.read_text())["targets"]["local"]["workdir"]
+    record = tmp_path / workdir / "demo_data.json"
+    record.parent.mkdir(parents=True)
+    record.write_text("{damaged")
+    done = CliRunner().invoke(app, ["demo-data", str(spec), "-f", "json"])
+    assert done.exit_code == 2, done.output
+    problem = json.loads(done.stdout)["diagnostics"][0]
+    assert problem["file"] == str(record) and "delete it" in problem["hint"]

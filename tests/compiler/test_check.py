@@ -59,3 +59,13 @@ def test_check_results_come_in_file_order() -> None:
     assert spec is not None
     lines = [d.line or 0 for d in check_spec(spec, composed)]
     assert len(lines) >= 2 and lines == sorted(lines)
+
+
+def test_a_removed_bad_value_adds_no_error_of_its_own() -> None:
+    # the only searched name is unknown: dropping it to look further must not report the emptied
+    # `space` as a second problem the author never made
+    overrides = ["+training.tuning={space: {model.nope: {low: 1, high: 2}}}"]
+    with pytest.raises(SpecValidationError) as caught:
+        validate_text(CHURN, "spec.yaml", overrides)
+    errors = [d for d in caught.value.diagnostics if d.severity == "error"]
+    assert [d.yaml_path for d in errors] == ["training.tuning.space.model.nope"]

@@ -179,3 +179,13 @@ def test_invalid_slices_are_spec_errors_with_line(
     assert fragment in diag.message
     assert str(diag.yaml_path) == path
     assert diag.line == line
+
+
+def test_a_missing_integer_category_is_the_missing_slice() -> None:
+    from specml.compiler.ir import Slice
+    from specml.runtime.slices import MISSING, slice_masks
+    from specml.runtime.steps.common import INT_MISSING
+
+    spec = Slice(input_name="store", bins=None)
+    names = [n for n, _ in slice_masks(spec, np.array([3, 3, INT_MISSING, 5], dtype=np.int64))]
+    assert f"store={MISSING}" in names and f"store={INT_MISSING}" not in names
